@@ -1,0 +1,780 @@
+//! `policies/baseline.yaml`: typed, validated after parsing, every error with its path.
+//!
+//! The repository's file is embedded in the binary ([`EMBEDDED`]) and is the default.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::PolicyId;
+
+/// The repository's `policies/baseline.yaml`, the default configuration.
+pub const EMBEDDED: &str = include_str!("../policies/baseline.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {path}: {message}")]
+    Parse {
+        origin: String,
+        path: String,
+        message: String,
+    },
+    #[error("{origin}: {}", .problems.join("; "))]
+    Invalid {
+        origin: String,
+        problems: Vec<String>,
+    },
+}
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// What a policy does with its findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny the request.
+    Enforce,
+    /// Allow, with an admission warning that kubectl prints.
+    Warn,
+    /// Not evaluated.
+    Off,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+            Mode::Off => "off",
+        }
+    }
+}
+
+fn enforce() -> Mode {
+    Mode::Enforce
+}
+fn warn() -> Mode {
+    Mode::Warn
+}
+fn yes() -> bool {
+    true
+}
+
+/// Mode and exemptability, the settings every policy has.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Basic {
+    #[serde(default = "enforce")]
+    pub mode: Mode,
+    #[serde(default = "yes")]
+    pub exemptable: bool,
+}
+
+impl Default for Basic {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            exemptable: true,
+        }
+    }
+}
+
+/// `resource-limits` and `image-signature`: never exemptable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NeverExempt {
+    #[serde(default = "enforce")]
+    pub mode: Mode,
+    #[serde(default)]
+    pub exemptable: bool,
+}
+
+impl Default for NeverExempt {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            exemptable: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DropAllCapabilities {
+    #[serde(default = "enforce")]
+    pub mode: Mode,
+    #[serde(default = "yes")]
+    pub exemptable: bool,
+    /// Capabilities a container may `add` (names without `CAP_`).
+    #[serde(default = "default_allowed_capabilities")]
+    pub allowed_capabilities: Vec<String>,
+}
+
+fn default_allowed_capabilities() -> Vec<String> {
+    vec!["NET_BIND_SERVICE".into()]
+}
+
+impl Default for DropAllCapabilities {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            exemptable: true,
+            allowed_capabilities: default_allowed_capabilities(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthProbes {
+    #[serde(default = "enforce")]
+    pub mode: Mode,
+    #[serde(default = "yes")]
+    pub exemptable: bool,
+    #[serde(default = "default_liveness_path")]
+    pub liveness_path: String,
+    #[serde(default = "default_readiness_path")]
+    pub readiness_path: String,
+}
+
+fn default_liveness_path() -> String {
+    "/health/live".into()
+}
+fn default_readiness_path() -> String {
+    "/health/ready".into()
+}
+
+impl Default for HealthProbes {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            exemptable: true,
+            liveness_path: default_liveness_path(),
+            readiness_path: default_readiness_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsEndpoint {
+    #[serde(default = "enforce")]
+    pub mode: Mode,
+    #[serde(default = "yes")]
+    pub exemptable: bool,
+    /// The pod label the ServiceMonitor selects on.
+    #[serde(default = "default_app_label")]
+    pub app_label: String,
+    /// Names a container port may have to be scraped.
+    #[serde(default = "default_port_names")]
+    pub port_names: Vec<String>,
+    /// The path a `prometheus.io/path` annotation must have, if present.
+    #[serde(default = "default_metrics_path")]
+    pub path: String,
+}
+
+fn default_app_label() -> String {
+    "app".into()
+}
+fn default_port_names() -> Vec<String> {
+    vec!["http".into(), "metrics".into()]
+}
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+impl Default for MetricsEndpoint {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            exemptable: true,
+            app_label: default_app_label(),
+            port_names: default_port_names(),
+            path: default_metrics_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplicasMinimum {
+    #[serde(default = "warn")]
+    pub mode: Mode,
+    #[serde(default = "yes")]
+    pub exemptable: bool,
+    #[serde(default = "default_minimum")]
+    pub minimum: i32,
+}
+
+fn default_minimum() -> i32 {
+    2
+}
+
+impl Default for ReplicasMinimum {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Warn,
+            exemptable: true,
+            minimum: 2,
+        }
+    }
+}
+
+/// One block per policy, keyed by the policy id.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Policies {
+    #[serde(default)]
+    pub run_as_non_root: Basic,
+    #[serde(default)]
+    pub read_only_root_filesystem: Basic,
+    #[serde(default)]
+    pub resource_limits: NeverExempt,
+    #[serde(default)]
+    pub drop_all_capabilities: DropAllCapabilities,
+    #[serde(default)]
+    pub no_privilege_escalation: Basic,
+    #[serde(default)]
+    pub image_signature: NeverExempt,
+    #[serde(default)]
+    pub health_probes: HealthProbes,
+    #[serde(default)]
+    pub metrics_endpoint: MetricsEndpoint,
+    #[serde(default)]
+    pub replicas_minimum: ReplicasMinimum,
+}
+
+impl Policies {
+    pub fn mode(&self, policy: PolicyId) -> Mode {
+        match policy {
+            PolicyId::RunAsNonRoot => self.run_as_non_root.mode,
+            PolicyId::ReadOnlyRootFilesystem => self.read_only_root_filesystem.mode,
+            PolicyId::ResourceLimits => self.resource_limits.mode,
+            PolicyId::DropAllCapabilities => self.drop_all_capabilities.mode,
+            PolicyId::NoPrivilegeEscalation => self.no_privilege_escalation.mode,
+            PolicyId::ImageSignature => self.image_signature.mode,
+            PolicyId::HealthProbes => self.health_probes.mode,
+            PolicyId::MetricsEndpoint => self.metrics_endpoint.mode,
+            PolicyId::ReplicasMinimum => self.replicas_minimum.mode,
+        }
+    }
+
+    pub fn exemptable(&self, policy: PolicyId) -> bool {
+        policy.can_ever_be_waived()
+            && match policy {
+                PolicyId::RunAsNonRoot => self.run_as_non_root.exemptable,
+                PolicyId::ReadOnlyRootFilesystem => self.read_only_root_filesystem.exemptable,
+                PolicyId::ResourceLimits => self.resource_limits.exemptable,
+                PolicyId::DropAllCapabilities => self.drop_all_capabilities.exemptable,
+                PolicyId::NoPrivilegeEscalation => self.no_privilege_escalation.exemptable,
+                PolicyId::ImageSignature => self.image_signature.exemptable,
+                PolicyId::HealthProbes => self.health_probes.exemptable,
+                PolicyId::MetricsEndpoint => self.metrics_endpoint.exemptable,
+                PolicyId::ReplicasMinimum => self.replicas_minimum.exemptable,
+            }
+    }
+}
+
+/// Modes for namespaces matching globs, e.g. `dev-*` in `warn`. The first override whose
+/// glob matches and that names the policy wins.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceOverride {
+    pub namespaces: Vec<String>,
+    pub policies: BTreeMap<PolicyId, Mode>,
+    #[serde(skip)]
+    matcher: Option<GlobSet>,
+}
+
+/// Values `/mutate` adds where the user set nothing. A field set to `null` is not defaulted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Defaults {
+    #[serde(default = "some_true")]
+    pub run_as_non_root: Option<bool>,
+    #[serde(default = "default_run_as_user")]
+    pub run_as_user: Option<i64>,
+    #[serde(default = "default_seccomp")]
+    pub seccomp_profile: Option<String>,
+    #[serde(default = "some_true")]
+    pub read_only_root_filesystem: Option<bool>,
+    #[serde(default = "some_false")]
+    pub allow_privilege_escalation: Option<bool>,
+    /// Add `capabilities.drop: [ALL]` when `drop` is unset.
+    #[serde(default = "yes")]
+    pub drop_all_capabilities: bool,
+    #[serde(default)]
+    pub resources: ResourceDefaults,
+}
+
+fn some_true() -> Option<bool> {
+    Some(true)
+}
+fn some_false() -> Option<bool> {
+    Some(false)
+}
+fn default_run_as_user() -> Option<i64> {
+    Some(1000)
+}
+fn default_seccomp() -> Option<String> {
+    Some("RuntimeDefault".into())
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            run_as_non_root: some_true(),
+            run_as_user: default_run_as_user(),
+            seccomp_profile: default_seccomp(),
+            read_only_root_filesystem: some_true(),
+            allow_privilege_escalation: some_false(),
+            drop_all_capabilities: true,
+            resources: ResourceDefaults::default(),
+        }
+    }
+}
+
+/// Default quantities; `null` switches one off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceDefaults {
+    #[serde(default = "default_requests")]
+    pub requests: Quantities,
+    #[serde(default = "default_limits")]
+    pub limits: Quantities,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Quantities {
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+}
+
+fn default_requests() -> Quantities {
+    Quantities {
+        cpu: Some("100m".into()),
+        memory: Some("256Mi".into()),
+    }
+}
+fn default_limits() -> Quantities {
+    Quantities {
+        cpu: Some("500m".into()),
+        memory: Some("512Mi".into()),
+    }
+}
+
+impl Default for ResourceDefaults {
+    fn default() -> Self {
+        Self {
+            requests: default_requests(),
+            limits: default_limits(),
+        }
+    }
+}
+
+/// Rules for `BaselineException` objects.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExceptionSettings {
+    /// `userInfo.groups` allowed to create, change or delete exceptions.
+    #[serde(default = "default_approver_groups")]
+    pub approver_groups: Vec<String>,
+    /// Pattern an exception's `adr` must match.
+    #[serde(default = "default_adr_pattern")]
+    pub adr_pattern: String,
+    /// How far ahead `expires` may be.
+    #[serde(default = "default_max_lifetime_days")]
+    pub max_lifetime_days: u32,
+    /// Exceptions expiring within this window add a warning.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u32,
+    /// Whether `match.namespaces: ["*"]` is accepted.
+    #[serde(default)]
+    pub allow_all_namespaces: bool,
+}
+
+fn default_approver_groups() -> Vec<String> {
+    vec!["platform-team".into()]
+}
+fn default_adr_pattern() -> String {
+    "^ADR-[0-9]{3,5}$".into()
+}
+fn default_max_lifetime_days() -> u32 {
+    180
+}
+fn default_expiry_warning_days() -> u32 {
+    14
+}
+
+impl Default for ExceptionSettings {
+    fn default() -> Self {
+        Self {
+            approver_groups: default_approver_groups(),
+            adr_pattern: default_adr_pattern(),
+            max_lifetime_days: default_max_lifetime_days(),
+            expiry_warning_days: default_expiry_warning_days(),
+            allow_all_namespaces: false,
+        }
+    }
+}
+
+fn default_excluded_namespaces() -> Vec<String> {
+    vec!["kube-system".into(), "kube-baseline".into()]
+}
+
+/// The whole of `policies/baseline.yaml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Namespaces (globs) allowed untouched: never evaluated, never mutated.
+    #[serde(default = "default_excluded_namespaces")]
+    pub excluded_namespaces: Vec<String>,
+    #[serde(default)]
+    pub policies: Policies,
+    #[serde(default)]
+    pub namespace_overrides: Vec<NamespaceOverride>,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub exceptions: ExceptionSettings,
+    #[serde(skip)]
+    excluded: Option<GlobSet>,
+}
+
+fn globset(patterns: &[String], path: &str, problems: &mut Vec<String>) -> GlobSet {
+    let mut builder = GlobSetBuilder::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        match Glob::new(pattern) {
+            Ok(glob) => {
+                builder.add(glob);
+            }
+            Err(e) => problems.push(format!("{path}[{i}]: invalid glob {pattern:?}: {e}")),
+        }
+    }
+    builder.build().unwrap_or_else(|e| {
+        problems.push(format!("{path}: {e}"));
+        GlobSet::empty()
+    })
+}
+
+/// A Kubernetes quantity as `/mutate` may write it: digits with an optional decimal part and
+/// an optional suffix.
+pub(crate) fn is_quantity(q: &str) -> bool {
+    crate::quantity::parse(q).is_some()
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Self {
+        Self::parse(EMBEDDED, "embedded policies/baseline.yaml")
+            .expect("the embedded policies/baseline.yaml is valid (checked by a test)")
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Parse and validate; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Check what the types cannot, compile the globs, and return every problem with its path.
+    fn validate(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let p = &self.policies;
+        if p.resource_limits.exemptable {
+            problems.push(
+                "policies.resource-limits.exemptable: must be false: resource limits can never be waived".into(),
+            );
+        }
+        if p.image_signature.exemptable {
+            problems.push(
+                "policies.image-signature.exemptable: must be false: image signatures can never be waived".into(),
+            );
+        }
+        for (field, path) in [
+            ("livenessPath", &p.health_probes.liveness_path),
+            ("readinessPath", &p.health_probes.readiness_path),
+        ] {
+            if !path.starts_with('/') {
+                problems.push(format!(
+                    "policies.health-probes.{field}: {path:?} must be an absolute path starting with /"
+                ));
+            }
+        }
+        if !p.metrics_endpoint.path.starts_with('/') {
+            problems.push(format!(
+                "policies.metrics-endpoint.path: {:?} must start with /",
+                p.metrics_endpoint.path
+            ));
+        }
+        if p.metrics_endpoint.port_names.is_empty() {
+            problems
+                .push("policies.metrics-endpoint.portNames: must name at least one port".into());
+        }
+        if p.metrics_endpoint.app_label.is_empty() {
+            problems.push("policies.metrics-endpoint.appLabel: must not be empty".into());
+        }
+        if p.replicas_minimum.minimum < 1 {
+            problems.push(format!(
+                "policies.replicas-minimum.minimum: {} must be at least 1",
+                p.replicas_minimum.minimum
+            ));
+        }
+        for (i, cap) in p
+            .drop_all_capabilities
+            .allowed_capabilities
+            .iter()
+            .enumerate()
+        {
+            if cap.is_empty()
+                || cap.starts_with("CAP_")
+                || !cap.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            {
+                problems.push(format!(
+                    "policies.drop-all-capabilities.allowedCapabilities[{i}]: {cap:?} is not a capability name as Kubernetes writes it (e.g. NET_BIND_SERVICE, without CAP_)"
+                ));
+            }
+            if cap == "ALL" {
+                problems.push(format!(
+                    "policies.drop-all-capabilities.allowedCapabilities[{i}]: ALL cannot be allowed"
+                ));
+            }
+        }
+        self.excluded = Some(globset(
+            &self.excluded_namespaces,
+            "excludedNamespaces",
+            &mut problems,
+        ));
+        for (i, o) in self.namespace_overrides.iter_mut().enumerate() {
+            if o.namespaces.is_empty() {
+                problems.push(format!(
+                    "namespaceOverrides[{i}].namespaces: must not be empty"
+                ));
+            }
+            o.matcher = Some(globset(
+                &o.namespaces,
+                &format!("namespaceOverrides[{i}].namespaces"),
+                &mut problems,
+            ));
+        }
+        let d = &self.defaults;
+        if let Some(user) = d.run_as_user {
+            if user == 0 {
+                problems.push(
+                    "defaults.runAsUser: 0 is root; the default must be a non-root user".into(),
+                );
+            } else if user < 0 {
+                problems.push(format!("defaults.runAsUser: {user} must be positive"));
+            }
+        }
+        if let Some(profile) = &d.seccomp_profile {
+            if profile != "RuntimeDefault" {
+                problems.push(format!(
+                    "defaults.seccompProfile: {profile:?}: only RuntimeDefault can be defaulted (Localhost needs a profile per workload)"
+                ));
+            }
+        }
+        for (field, q) in [
+            ("requests.cpu", &d.resources.requests.cpu),
+            ("requests.memory", &d.resources.requests.memory),
+            ("limits.cpu", &d.resources.limits.cpu),
+            ("limits.memory", &d.resources.limits.memory),
+        ] {
+            if let Some(q) = q {
+                if !is_quantity(q) {
+                    problems.push(format!(
+                        "defaults.resources.{field}: {q:?} is not a Kubernetes quantity (e.g. 100m, 256Mi)"
+                    ));
+                }
+            }
+        }
+        for (kind, r, l) in [
+            ("cpu", &d.resources.requests.cpu, &d.resources.limits.cpu),
+            (
+                "memory",
+                &d.resources.requests.memory,
+                &d.resources.limits.memory,
+            ),
+        ] {
+            if let (Some(r), Some(l)) = (
+                r.as_deref().and_then(crate::quantity::parse),
+                l.as_deref().and_then(crate::quantity::parse),
+            ) {
+                if r > l {
+                    problems.push(format!(
+                        "defaults.resources.requests.{kind}: the default request is above the default limit"
+                    ));
+                }
+            }
+        }
+        let e = &self.exceptions;
+        if e.approver_groups.is_empty() {
+            problems.push("exceptions.approverGroups: must name at least one group".into());
+        }
+        if let Err(err) = regex::Regex::new(&e.adr_pattern) {
+            problems.push(format!(
+                "exceptions.adrPattern: invalid regular expression: {err}"
+            ));
+        }
+        if e.max_lifetime_days == 0 {
+            problems.push("exceptions.maxLifetimeDays: must be at least 1".into());
+        }
+        problems
+    }
+
+    /// Excluded namespaces are never evaluated nor mutated.
+    pub fn is_excluded(&self, namespace: &str) -> bool {
+        self.excluded
+            .as_ref()
+            .is_some_and(|set| set.is_match(namespace))
+    }
+
+    /// The mode of a policy in a namespace, after overrides.
+    pub fn mode(&self, policy: PolicyId, namespace: &str) -> Mode {
+        for o in &self.namespace_overrides {
+            if let Some(mode) = o.policies.get(&policy) {
+                if o.matcher.as_ref().is_some_and(|m| m.is_match(namespace)) {
+                    return *mode;
+                }
+            }
+        }
+        self.policies.mode(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(yaml: &str) -> String {
+        Config::parse(yaml, "baseline.yaml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_embedded_file_is_valid_and_matches_the_documented_defaults() {
+        let c = Config::embedded();
+        assert_eq!(c.policies.replicas_minimum.mode, Mode::Warn);
+        assert_eq!(c.policies.health_probes.liveness_path, "/health/live");
+        assert!(c.is_excluded("kube-system"));
+        assert!(!c.is_excluded("payments"));
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_platform_defaults() {
+        let c = Config::parse("{}", "x").unwrap();
+        assert_eq!(c.mode(PolicyId::RunAsNonRoot, "shop"), Mode::Enforce);
+        assert_eq!(c.defaults.run_as_user, Some(1000));
+        assert!(!c.policies.exemptable(PolicyId::ResourceLimits));
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let e = error("policies:\n  health-probes:\n    livenesPath: /x\n");
+        assert!(e.contains("policies.health-probes"), "{e}");
+        assert!(e.contains("livenesPath"), "{e}");
+    }
+
+    #[test]
+    fn unknown_policy_is_named() {
+        let e = error("policies:\n  run-as-root: {}\n");
+        assert!(e.contains("run-as-root"), "{e}");
+    }
+
+    #[test]
+    fn bad_mode_is_named_with_its_path() {
+        let e = error("policies:\n  run-as-non-root:\n    mode: deny\n");
+        assert!(e.contains("policies.run-as-non-root.mode"), "{e}");
+    }
+
+    #[test]
+    fn resource_limits_and_image_signature_cannot_be_made_exemptable() {
+        let e = error("policies:\n  resource-limits: {exemptable: true}\n  image-signature: {exemptable: true}\n");
+        assert!(e.contains("policies.resource-limits.exemptable"), "{e}");
+        assert!(e.contains("policies.image-signature.exemptable"), "{e}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let e = error(
+            "policies:\n  health-probes: {livenessPath: health}\n  replicas-minimum: {minimum: 0}\n  drop-all-capabilities: {allowedCapabilities: [CAP_NET_ADMIN]}\nexcludedNamespaces: ['[']\ndefaults: {runAsUser: 0, resources: {requests: {cpu: lots}}}\nexceptions: {adrPattern: '('}\n",
+        );
+        for field in [
+            "policies.health-probes.livenessPath",
+            "policies.replicas-minimum.minimum",
+            "policies.drop-all-capabilities.allowedCapabilities[0]",
+            "excludedNamespaces[0]",
+            "defaults.runAsUser",
+            "defaults.resources.requests.cpu",
+            "exceptions.adrPattern",
+        ] {
+            assert!(e.contains(field), "{field} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn namespace_overrides_apply_by_glob_and_first_match_wins() {
+        let c = Config::parse(
+            "namespaceOverrides:\n- namespaces: ['dev-*']\n  policies: {health-probes: warn}\n- namespaces: ['dev-legacy', 'sandbox']\n  policies: {health-probes: off, run-as-non-root: off}\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.mode(PolicyId::HealthProbes, "dev-shop"), Mode::Warn);
+        assert_eq!(c.mode(PolicyId::HealthProbes, "dev-legacy"), Mode::Warn);
+        assert_eq!(c.mode(PolicyId::RunAsNonRoot, "dev-legacy"), Mode::Off);
+        assert_eq!(c.mode(PolicyId::HealthProbes, "sandbox"), Mode::Off);
+        assert_eq!(c.mode(PolicyId::HealthProbes, "prod"), Mode::Enforce);
+    }
+
+    #[test]
+    fn a_default_can_be_switched_off_with_null() {
+        let c = Config::parse(
+            "defaults:\n  runAsUser: null\n  resources:\n    limits: {cpu: null, memory: 1Gi}\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.defaults.run_as_user, None);
+        assert_eq!(c.defaults.resources.limits.cpu, None);
+        assert_eq!(c.defaults.resources.requests.cpu.as_deref(), Some("100m"));
+    }
+}

@@ -1,0 +1,188 @@
+//! The baseline policies: pure functions from a [`Workload`] to [`Finding`]s.
+//!
+//! No I/O and no clock here: the admission and `check` paths both call [`evaluate`], so the
+//! cluster and CI give the same verdict.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::workload::{ContainerKind, Workload};
+
+mod drop_all_capabilities;
+mod health_probes;
+mod metrics_endpoint;
+mod no_privilege_escalation;
+mod read_only_root_filesystem;
+mod replicas_minimum;
+mod resource_limits;
+mod run_as_non_root;
+
+/// A policy of the baseline, by the id users see in messages and config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyId {
+    RunAsNonRoot,
+    ReadOnlyRootFilesystem,
+    ResourceLimits,
+    DropAllCapabilities,
+    NoPrivilegeEscalation,
+    ImageSignature,
+    HealthProbes,
+    MetricsEndpoint,
+    ReplicasMinimum,
+}
+
+impl PolicyId {
+    pub const ALL: [PolicyId; 9] = [
+        PolicyId::RunAsNonRoot,
+        PolicyId::ReadOnlyRootFilesystem,
+        PolicyId::ResourceLimits,
+        PolicyId::DropAllCapabilities,
+        PolicyId::NoPrivilegeEscalation,
+        PolicyId::ImageSignature,
+        PolicyId::HealthProbes,
+        PolicyId::MetricsEndpoint,
+        PolicyId::ReplicasMinimum,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RunAsNonRoot => "run-as-non-root",
+            Self::ReadOnlyRootFilesystem => "read-only-root-filesystem",
+            Self::ResourceLimits => "resource-limits",
+            Self::DropAllCapabilities => "drop-all-capabilities",
+            Self::NoPrivilegeEscalation => "no-privilege-escalation",
+            Self::ImageSignature => "image-signature",
+            Self::HealthProbes => "health-probes",
+            Self::MetricsEndpoint => "metrics-endpoint",
+            Self::ReplicasMinimum => "replicas-minimum",
+        }
+    }
+
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == id)
+    }
+
+    /// The platform's Security Baseline: resource limits and image signatures have no
+    /// exception process. No configuration can change this.
+    pub fn can_ever_be_waived(self) -> bool {
+        !matches!(self, Self::ResourceLimits | Self::ImageSignature)
+    }
+}
+
+impl std::fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One violation: which policy, where (container or pod), the exact field, what is wrong and
+/// how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub policy: PolicyId,
+    /// The container's name, or `None` for a pod-level finding.
+    pub container: Option<String>,
+    /// The field as the user writes it: `spec.template.spec.containers[0].securityContext.runAsNonRoot`.
+    pub field: String,
+    pub message: String,
+    pub fix: String,
+}
+
+/// Builds findings for one workload, so each policy only says what is wrong.
+pub(crate) struct Findings<'a> {
+    pub workload: &'a Workload,
+    pub policy: PolicyId,
+    pub out: &'a mut Vec<Finding>,
+}
+
+impl Findings<'_> {
+    /// A finding about a container; `field` is relative to the container.
+    pub fn container(
+        &mut self,
+        kind: ContainerKind,
+        index: usize,
+        name: &str,
+        field: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        let path = self.workload.container_path(kind, index);
+        self.out.push(Finding {
+            policy: self.policy,
+            container: Some(name.to_owned()),
+            field: if field.is_empty() {
+                path
+            } else {
+                format!("{path}.{field}")
+            },
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// A finding about the pod spec; `field` is relative to the pod spec.
+    pub fn pod(&mut self, field: &str, message: impl Into<String>, fix: impl Into<String>) {
+        let spec = self.workload.kind.spec_path();
+        self.out.push(Finding {
+            policy: self.policy,
+            container: None,
+            field: format!("{spec}.{field}"),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// A finding about any other field, given as its full path.
+    pub fn object(&mut self, field: String, message: impl Into<String>, fix: impl Into<String>) {
+        self.out.push(Finding {
+            policy: self.policy,
+            container: None,
+            field,
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+}
+
+/// Run every policy whose mode is not `off` for the workload's namespace. Findings come back
+/// in policy order, then container order.
+pub fn evaluate(config: &Config, workload: &Workload, namespace: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for policy in PolicyId::ALL {
+        if config.mode(policy, namespace) == crate::config::Mode::Off {
+            continue;
+        }
+        let mut findings = Findings {
+            workload,
+            policy,
+            out: &mut out,
+        };
+        let p = &config.policies;
+        match policy {
+            PolicyId::RunAsNonRoot => run_as_non_root::check(workload, &mut findings),
+            PolicyId::ReadOnlyRootFilesystem => {
+                read_only_root_filesystem::check(workload, &mut findings)
+            }
+            PolicyId::ResourceLimits => resource_limits::check(workload, &mut findings),
+            PolicyId::DropAllCapabilities => {
+                drop_all_capabilities::check(workload, &p.drop_all_capabilities, &mut findings)
+            }
+            PolicyId::NoPrivilegeEscalation => {
+                no_privilege_escalation::check(workload, &mut findings)
+            }
+            // Needs the registry: evaluated by the signature module, not here.
+            PolicyId::ImageSignature => {}
+            PolicyId::HealthProbes => {
+                health_probes::check(workload, &p.health_probes, &mut findings)
+            }
+            PolicyId::MetricsEndpoint => {
+                metrics_endpoint::check(workload, &p.metrics_endpoint, &mut findings)
+            }
+            PolicyId::ReplicasMinimum => {
+                replicas_minimum::check(workload, &p.replicas_minimum, &mut findings)
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,385 @@
+//! Any pod controller seen as one PodSpec plus the path of its pod template.
+//!
+//! Every finding names the field the user must edit, so the view keeps the JSON path prefix
+//! of the pod template (`spec`, `spec.template.spec`, `spec.jobTemplate.spec.template.spec`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec, ReplicationController};
+use serde::de::DeserializeOwned;
+
+/// The kinds the engine evaluates. Anything else is allowed untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    ReplicationController,
+    Job,
+    CronJob,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 8] = [
+        WorkloadKind::Pod,
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::DaemonSet,
+        WorkloadKind::ReplicaSet,
+        WorkloadKind::ReplicationController,
+        WorkloadKind::Job,
+        WorkloadKind::CronJob,
+    ];
+
+    /// The kind from an API group and kind name (`apps` + `Deployment`); `None` for kinds the
+    /// engine does not evaluate.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        Some(match (group, kind) {
+            ("", "Pod") => Self::Pod,
+            ("", "ReplicationController") => Self::ReplicationController,
+            ("apps", "Deployment") => Self::Deployment,
+            ("apps", "StatefulSet") => Self::StatefulSet,
+            ("apps", "DaemonSet") => Self::DaemonSet,
+            ("apps", "ReplicaSet") => Self::ReplicaSet,
+            ("batch", "Job") => Self::Job,
+            ("batch", "CronJob") => Self::CronJob,
+            _ => return None,
+        })
+    }
+
+    /// Same, from a manifest's `apiVersion` (`apps/v1`, `v1`).
+    pub fn from_api_version_kind(api_version: &str, kind: &str) -> Option<Self> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let expected = match group {
+            "" | "apps" | "batch" => "v1",
+            _ => return None,
+        };
+        (version == expected).then_some(())?;
+        Self::from_group_kind(group, kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::ReplicationController => "ReplicationController",
+            Self::Job => "Job",
+            Self::CronJob => "CronJob",
+        }
+    }
+
+    /// API group, as webhook rules name it.
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::Pod | Self::ReplicationController => "",
+            Self::Deployment | Self::StatefulSet | Self::DaemonSet | Self::ReplicaSet => "apps",
+            Self::Job | Self::CronJob => "batch",
+        }
+    }
+
+    /// Plural resource name, as webhook rules name it.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Self::Pod => "pods",
+            Self::Deployment => "deployments",
+            Self::StatefulSet => "statefulsets",
+            Self::DaemonSet => "daemonsets",
+            Self::ReplicaSet => "replicasets",
+            Self::ReplicationController => "replicationcontrollers",
+            Self::Job => "jobs",
+            Self::CronJob => "cronjobs",
+        }
+    }
+
+    /// JSON path of the pod spec, as a user writes it.
+    pub fn spec_path(self) -> &'static str {
+        match self {
+            Self::Pod => "spec",
+            Self::CronJob => "spec.jobTemplate.spec.template.spec",
+            _ => "spec.template.spec",
+        }
+    }
+
+    /// JSON path of the pod metadata (labels, annotations).
+    pub fn pod_metadata_path(self) -> &'static str {
+        match self {
+            Self::Pod => "metadata",
+            Self::CronJob => "spec.jobTemplate.spec.template.metadata",
+            _ => "spec.template.metadata",
+        }
+    }
+
+    /// JSON pointer of the pod spec (for patches).
+    pub fn spec_pointer(self) -> &'static str {
+        match self {
+            Self::Pod => "/spec",
+            Self::CronJob => "/spec/jobTemplate/spec/template/spec",
+            _ => "/spec/template/spec",
+        }
+    }
+
+    /// Long-running workloads serve traffic and need probes and metrics; Jobs run to completion.
+    /// A bare Pod is treated as long-running unless its `restartPolicy` says otherwise.
+    pub fn is_long_running(self) -> bool {
+        !matches!(self, Self::Job | Self::CronJob)
+    }
+
+    /// Kinds with a `spec.replicas` that the `replicas-minimum` policy reads.
+    pub fn has_replicas(self) -> bool {
+        matches!(self, Self::Deployment | Self::StatefulSet)
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an object of a known kind could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} object does not match the Kubernetes schema: {source}")]
+pub struct WorkloadError {
+    pub kind: WorkloadKind,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// One pod controller, reduced to what the policies read.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub name: String,
+    pub namespace: Option<String>,
+    /// `spec.replicas` for kinds that have it (`None` when unset: HPA-managed).
+    pub replicas: Option<i32>,
+    /// Labels and annotations of the pod (template).
+    pub pod_labels: BTreeMap<String, String>,
+    pub pod_annotations: BTreeMap<String, String>,
+    pub spec: PodSpec,
+}
+
+fn parse<T: DeserializeOwned>(kind: WorkloadKind, json: &str) -> Result<T, WorkloadError> {
+    serde_json::from_str(json).map_err(|source| WorkloadError { kind, source })
+}
+
+fn from_template(
+    kind: WorkloadKind,
+    meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    replicas: Option<i32>,
+    template: Option<PodTemplateSpec>,
+) -> Workload {
+    let template = template.unwrap_or_default();
+    let pod_meta = template.metadata.unwrap_or_default();
+    Workload {
+        kind,
+        name: meta.name.or(meta.generate_name).unwrap_or_default(),
+        namespace: meta.namespace,
+        replicas,
+        pod_labels: pod_meta.labels.unwrap_or_default(),
+        pod_annotations: pod_meta.annotations.unwrap_or_default(),
+        spec: template.spec.unwrap_or_default(),
+    }
+}
+
+impl Workload {
+    /// Decode the raw JSON of an object of `kind` once, into its typed k8s-openapi struct.
+    pub fn from_json(kind: WorkloadKind, json: &str) -> Result<Self, WorkloadError> {
+        Ok(match kind {
+            WorkloadKind::Pod => {
+                let pod: Pod = parse(kind, json)?;
+                Workload {
+                    kind,
+                    name: pod
+                        .metadata
+                        .name
+                        .or(pod.metadata.generate_name)
+                        .unwrap_or_default(),
+                    namespace: pod.metadata.namespace,
+                    replicas: None,
+                    pod_labels: pod.metadata.labels.unwrap_or_default(),
+                    pod_annotations: pod.metadata.annotations.unwrap_or_default(),
+                    spec: pod.spec.unwrap_or_default(),
+                }
+            }
+            WorkloadKind::Deployment => {
+                let o: Deployment = parse(kind, json)?;
+                let spec = o.spec;
+                from_template(kind, o.metadata, spec.replicas, Some(spec.template))
+            }
+            WorkloadKind::StatefulSet => {
+                let o: StatefulSet = parse(kind, json)?;
+                let spec = o.spec;
+                from_template(kind, o.metadata, spec.replicas, Some(spec.template))
+            }
+            WorkloadKind::DaemonSet => {
+                let o: DaemonSet = parse(kind, json)?;
+                let spec = o.spec;
+                from_template(kind, o.metadata, None, Some(spec.template))
+            }
+            WorkloadKind::ReplicaSet => {
+                let o: ReplicaSet = parse(kind, json)?;
+                let spec = o.spec;
+                from_template(kind, o.metadata, spec.replicas, spec.template)
+            }
+            WorkloadKind::ReplicationController => {
+                let o: ReplicationController = parse(kind, json)?;
+                let spec = o.spec.unwrap_or_default();
+                from_template(kind, o.metadata, spec.replicas, spec.template)
+            }
+            WorkloadKind::Job => {
+                let o: Job = parse(kind, json)?;
+                let spec = o.spec.unwrap_or_default();
+                from_template(kind, o.metadata, None, Some(spec.template))
+            }
+            WorkloadKind::CronJob => {
+                let o: CronJob = parse(kind, json)?;
+                let spec = o.spec;
+                let template = spec.job_template.spec.map(|job| job.template);
+                from_template(kind, o.metadata, None, template)
+            }
+        })
+    }
+
+    /// Whether probes and metrics apply: long-running kinds, and bare Pods that restart.
+    pub fn is_long_running(&self) -> bool {
+        match self.kind {
+            WorkloadKind::Pod => !matches!(
+                self.spec.restart_policy.as_deref(),
+                Some("Never" | "OnFailure")
+            ),
+            kind => kind.is_long_running(),
+        }
+    }
+
+    /// Every container of the pod spec with its kind and index, in the order a user reads them.
+    pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'_>> {
+        let init = self
+            .spec
+            .init_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| ContainerRef {
+                kind: ContainerKind::Init,
+                index: i,
+                name: &c.name,
+                image: c.image.as_deref(),
+                security_context: c.security_context.as_ref(),
+                container: Some(c),
+            });
+        let app = self
+            .spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ContainerRef {
+                kind: ContainerKind::App,
+                index: i,
+                name: &c.name,
+                image: c.image.as_deref(),
+                security_context: c.security_context.as_ref(),
+                container: Some(c),
+            });
+        let ephemeral = self
+            .spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| ContainerRef {
+                kind: ContainerKind::Ephemeral,
+                index: i,
+                name: &c.name,
+                image: c.image.as_deref(),
+                security_context: c.security_context.as_ref(),
+                container: None,
+            });
+        init.chain(app).chain(ephemeral)
+    }
+
+    /// `spec.template.spec.containers[0]` and the like.
+    pub fn container_path(&self, kind: ContainerKind, index: usize) -> String {
+        format!("{}.{}[{index}]", self.kind.spec_path(), kind.field())
+    }
+}
+
+/// Which list of the pod spec a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerKind {
+    Init,
+    App,
+    Ephemeral,
+}
+
+impl ContainerKind {
+    /// The PodSpec field that holds this list.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Init => "initContainers",
+            Self::App => "containers",
+            Self::Ephemeral => "ephemeralContainers",
+        }
+    }
+}
+
+/// A container of any of the three lists. Ephemeral containers have a different type in
+/// k8s-openapi; `container` is `None` for them and the common fields are copied out.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerRef<'a> {
+    pub kind: ContainerKind,
+    pub index: usize,
+    pub name: &'a str,
+    pub image: Option<&'a str>,
+    pub security_context: Option<&'a k8s_openapi::api::core::v1::SecurityContext>,
+    pub container: Option<&'a k8s_openapi::api::core::v1::Container>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cronjob_reaches_the_pod_spec_through_the_job_template() {
+        let json = r#"{"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"c"},
+            "spec":{"schedule":"* * * * *","jobTemplate":{"spec":{"template":{"spec":{
+            "containers":[{"name":"a","image":"x"}]}}}}}}"#;
+        let w = Workload::from_json(WorkloadKind::CronJob, json).unwrap();
+        assert_eq!(w.spec.containers[0].name, "a");
+        assert_eq!(
+            w.container_path(ContainerKind::App, 0),
+            "spec.jobTemplate.spec.template.spec.containers[0]"
+        );
+    }
+
+    #[test]
+    fn api_version_and_kind_select_the_workload() {
+        assert_eq!(
+            WorkloadKind::from_api_version_kind("apps/v1", "Deployment"),
+            Some(WorkloadKind::Deployment)
+        );
+        assert_eq!(
+            WorkloadKind::from_api_version_kind("v1", "Pod"),
+            Some(WorkloadKind::Pod)
+        );
+        assert_eq!(WorkloadKind::from_api_version_kind("v1", "Service"), None);
+        assert_eq!(
+            WorkloadKind::from_api_version_kind("apps/v1beta1", "Deployment"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_kind() {
+        let err =
+            Workload::from_json(WorkloadKind::Pod, r#"{"spec":{"containers":"x"}}"#).unwrap_err();
+        assert!(err.to_string().starts_with("Pod object does not match"));
+    }
+}
