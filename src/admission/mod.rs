@@ -8,9 +8,11 @@ pub mod mutate;
 pub mod review;
 pub mod validate;
 
+use serde::Serialize;
+
 use crate::config::Config;
 use crate::exceptions::Registry;
-use crate::policy::PolicyId;
+use crate::policy::{Finding, PolicyId};
 
 pub use mutate::mutate;
 pub use review::{AdmissionRequest, AdmissionResponse, DecodeError};
@@ -60,6 +62,29 @@ impl Verdict {
     }
 }
 
+/// What became of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// An enforce-mode finding: the review is refused.
+    Denied,
+    /// A warn-mode finding: allowed, with a warning.
+    Warned,
+    /// Covered by an active exception keyed to an accepted ADR.
+    Waived,
+}
+
+/// A finding and what the review did with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub action: Action,
+    /// The ADR of the exception that waived it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waived_by: Option<String>,
+}
+
 /// A response plus the facts the server logs and counts. Never the object's contents.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -73,6 +98,8 @@ pub struct Decision {
     pub waivers: Vec<(String, PolicyId)>,
     /// Defaults `/mutate` applied, by policy.
     pub mutations: Vec<PolicyId>,
+    /// Every finding with what became of it (for `check` and structured output).
+    pub outcomes: Vec<Outcome>,
 }
 
 impl Decision {
@@ -88,6 +115,7 @@ impl Decision {
             warned_by: Vec::new(),
             waivers: Vec::new(),
             mutations: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 }

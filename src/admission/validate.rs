@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::review::{AdmissionRequest, AdmissionResponse, Operation};
-use super::{message, Decision, Snapshot, Verdict};
+use super::{message, Action, Decision, Outcome, Snapshot, Verdict};
 use crate::config::Mode;
 use crate::policy::{self, Finding};
 use crate::workload::{Workload, WorkloadKind};
@@ -110,6 +110,20 @@ pub(crate) fn decide(
         (AdmissionResponse::deny(uid, text, causes), Verdict::Denied)
     };
     response.warnings = warning_lines;
+    let outcomes = denials
+        .into_iter()
+        .map(|finding| (finding, Action::Denied))
+        .chain(
+            warnings
+                .into_iter()
+                .map(|finding| (finding, Action::Warned)),
+        )
+        .map(|(finding, action)| Outcome {
+            finding,
+            action,
+            waived_by: None,
+        })
+        .collect();
     Decision {
         response,
         verdict,
@@ -117,6 +131,7 @@ pub(crate) fn decide(
         warned_by,
         waivers: Vec::new(),
         mutations: Vec::new(),
+        outcomes,
     }
 }
 
