@@ -112,7 +112,7 @@ pub(super) fn check(w: &Workload, out: &mut Findings<'_>) {
     if unset_seccomp {
         out.pod(
             "securityContext.seccompProfile.type",
-            "no seccomp profile is set for the pod or every container",
+            "seccompProfile is set neither for the pod nor for every container",
             "set it to RuntimeDefault",
         );
     }
