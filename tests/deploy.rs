@@ -169,9 +169,9 @@ fn every_overlay_builds_with_the_expected_objects() {
     ]
     .into_iter()
     .collect();
+    let hashed = Regex::new(r"-[a-z0-9]{10}$").unwrap();
     for env in ENVIRONMENTS {
         let build = Build::of(env);
-        let hashed = Regex::new(r"-[a-z0-9]{10}$").unwrap();
         let got: BTreeSet<(String, String)> = build
             .objects
             .iter()
