@@ -243,3 +243,60 @@ fn json_carries_the_same_denial_text_as_the_webhook() {
         .iter()
         .any(|f| f["field"] == "spec.containers[0].resources" && f["policy"] == "resource-limits"));
 }
+
+/// The webhook obeys its own baseline: every overlay, built by the real `kubectl kustomize`,
+/// passes `kube-baseline check` (as CI would run it, from stdin).
+#[test]
+fn every_overlay_of_the_webhook_passes_its_own_check() {
+    // Its namespace is excluded (so it can always restart); evaluate it anyway.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("baseline.yaml");
+    let embedded = std::fs::read_to_string("policies/baseline.yaml").unwrap();
+    let start = embedded.find("excludedNamespaces:").unwrap();
+    let end = start + embedded[start..].find("\n\n").unwrap();
+    let strict = format!(
+        "{}excludedNamespaces: []{}",
+        &embedded[..start],
+        &embedded[end..]
+    );
+    std::fs::write(&config, strict).unwrap();
+    for env in ["dev", "staging", "prod"] {
+        let built = Command::new("kubectl")
+            .args(["kustomize", &format!("deploy/overlays/{env}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            built.status.success(),
+            "{env}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kube-baseline"))
+            .args([
+                "check",
+                "--strict",
+                "--config",
+                config.to_str().unwrap(),
+                "-",
+            ])
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&built.stdout)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{env}:\n{text}");
+        assert!(
+            text.contains("0 denied, 0 warned, 1 allowed"),
+            "{env}: the Deployment was evaluated:\n{text}"
+        );
+    }
+}
