@@ -10,6 +10,7 @@ pub mod certs;
 pub mod check;
 pub mod config;
 pub mod exceptions;
+pub mod metrics;
 pub mod policy;
 pub mod quantity;
 pub mod server;

@@ -1,11 +1,542 @@
-//! The webhook server: TLS on the webhook port, metrics and health on the ops port.
-//! (Filled in by the serving issue.)
+//! The webhook server: `/validate` and `/mutate` over TLS on the webhook port, `/metrics` and
+//! `/health/*` in plain HTTP on the ops port.
+//!
+//! [`Server::start`] is the whole server in-process (tests bind `127.0.0.1:0`); [`run`] is
+//! `kube-baseline serve`: a runtime, logging, signals, [`Server::start`], then
+//! [`Server::shutdown`] on SIGTERM or SIGINT.
 
+pub mod deadline;
+pub mod ops;
+pub mod routes;
+pub mod tls;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admission::Snapshot;
+use crate::certs;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+
+pub use deadline::{parse_go_duration, Deadline};
+pub use ops::ops_router;
+pub use routes::router;
+pub use tls::{CertificateError, CertificateFiles};
+
+/// Default request body limit: 3 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Default time kept in hand before the API server's deadline.
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// Default bound on draining in-flight reviews at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Default period of the certificate re-check that backs up the directory watch.
+pub const DEFAULT_CERT_RECHECK: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Serving certificate (PEM, leaf first).
+    #[arg(long, env = "KUBE_BASELINE_TLS_CERT", default_value = "certs/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// Private key of the serving certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KUBE_BASELINE_TLS_KEY", default_value = "certs/tls.key")]
+    pub tls_key: PathBuf,
+    /// Address of the webhook port (TLS: /validate, /mutate).
+    #[arg(long, env = "KUBE_BASELINE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the ops port (plain HTTP: /metrics, /health/live, /health/ready).
+    #[arg(long, env = "KUBE_BASELINE_OPS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub ops_listen: SocketAddr,
+    /// Policy configuration (default: the embedded policies/baseline.yaml).
+    #[arg(long, env = "KUBE_BASELINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "KUBE_BASELINE_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// When neither certificate file exists, generate a development CA and a serving
+    /// certificate for localhost/127.0.0.1/::1 next to --tls-cert (ca.crt, tls.crt, tls.key).
+    #[arg(long, env = "KUBE_BASELINE_DEV_CERTS")]
+    pub dev_certs: bool,
+    /// Largest request body read; larger ones get 413.
+    #[arg(long, env = "KUBE_BASELINE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Answer this long before the API server's ?timeout= (capped at half of it).
+    #[arg(long, env = "KUBE_BASELINE_DEADLINE_MARGIN", default_value = "1s",
+          value_parser = deadline::parse_duration_arg)]
+    pub deadline_margin: Duration,
+    /// At shutdown, wait at most this long for in-flight reviews.
+    #[arg(long, env = "KUBE_BASELINE_SHUTDOWN_GRACE", default_value = "20s",
+          value_parser = deadline::parse_duration_arg)]
+    pub shutdown_grace: Duration,
+    /// At shutdown, keep accepting for this long after readiness turns false (lets the
+    /// Service's endpoints drop the pod first).
+    #[arg(long, env = "KUBE_BASELINE_SHUTDOWN_DELAY", default_value = "0s",
+          value_parser = deadline::parse_duration_arg)]
+    pub shutdown_delay: Duration,
+    /// Re-read the certificate files this often, in case a change event was missed.
+    #[arg(long, env = "KUBE_BASELINE_CERT_RECHECK", default_value = "60s",
+          value_parser = deadline::parse_duration_arg)]
+    pub cert_recheck: Duration,
+}
 
-pub fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("serve is not implemented yet")
+/// Request limits the handlers apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub deadline_margin: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            deadline_margin: DEFAULT_DEADLINE_MARGIN,
+        }
+    }
+}
+
+/// What `/health/ready` reports: ready when every flag is set and the server is not shutting
+/// down.
+#[derive(Debug, Default)]
+pub struct Health {
+    config_loaded: AtomicBool,
+    certificates_loaded: AtomicBool,
+    exceptions_synced: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn set_config_loaded(&self, loaded: bool) {
+        self.config_loaded.store(loaded, Ordering::SeqCst);
+    }
+
+    pub fn set_certificates_loaded(&self, loaded: bool) {
+        self.certificates_loaded.store(loaded, Ordering::SeqCst);
+    }
+
+    /// Set by the exception source after its first full sync.
+    pub fn set_exceptions_synced(&self, synced: bool) {
+        self.exceptions_synced.store(synced, Ordering::SeqCst);
+    }
+
+    pub fn set_shutting_down(&self, shutting_down: bool) {
+        self.shutting_down.store(shutting_down, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.not_ready_reasons().is_empty()
+    }
+
+    /// What readiness waits for, in words.
+    pub fn not_ready_reasons(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if self.shutting_down.load(Ordering::SeqCst) {
+            reasons.push("shutting down");
+        }
+        if !self.config_loaded.load(Ordering::SeqCst) {
+            reasons.push("policy configuration not loaded");
+        }
+        if !self.certificates_loaded.load(Ordering::SeqCst) {
+            reasons.push("serving certificate not loaded");
+        }
+        if !self.exceptions_synced.load(Ordering::SeqCst) {
+            reasons.push("exception source not synced");
+        }
+        reasons
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Policies and exceptions, swapped whole when either changes.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Every metric family, for `/metrics`. Other parts register into it before the server
+    /// starts (see [`Server::start`]).
+    pub registry: Arc<Registry>,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("health", &self.health)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A state with its own registry and the serving metrics, everything marked loaded: for
+    /// exercising [`router`] and [`ops_router`] without sockets.
+    pub fn new(config: Config, limits: Limits) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let health = Health::default();
+        health.set_config_loaded(true);
+        health.set_certificates_loaded(true);
+        health.set_exceptions_synced(true);
+        Self {
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::new(config))),
+            metrics,
+            health: Arc::new(health),
+            registry: Arc::new(registry),
+            limits,
+        }
+    }
+}
+
+/// Everything [`Server::start`] needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub tls: CertificateFiles,
+    /// `None`: the embedded `policies/baseline.yaml`.
+    pub config: Option<PathBuf>,
+    pub limits: Limits,
+    pub shutdown_grace: Duration,
+    pub shutdown_delay: Duration,
+    pub cert_recheck: Duration,
+    /// Readiness waits for [`Health::set_exceptions_synced`]. Off until an exception source
+    /// exists to set it.
+    pub await_exception_sync: bool,
+}
+
+impl Settings {
+    /// Defaults, with these certificate files.
+    pub fn new(tls_cert: impl Into<PathBuf>, tls_key: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443),
+            ops_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+            tls: CertificateFiles {
+                cert: tls_cert.into(),
+                key: tls_key.into(),
+            },
+            config: None,
+            limits: Limits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            shutdown_delay: Duration::ZERO,
+            cert_recheck: DEFAULT_CERT_RECHECK,
+            await_exception_sync: false,
+        }
+    }
+
+    /// Both ports on 127.0.0.1 with ports chosen by the OS.
+    pub fn loopback(mut self) -> Self {
+        self.listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        self.ops_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        self
+    }
+}
+
+impl From<&ServeArgs> for Settings {
+    fn from(args: &ServeArgs) -> Self {
+        let mut settings = Settings::new(&args.tls_cert, &args.tls_key);
+        settings.listen = args.listen;
+        settings.ops_listen = args.ops_listen;
+        settings.config = args.config.clone();
+        settings.limits = Limits {
+            max_body_bytes: args.max_body_bytes,
+            deadline_margin: args.deadline_margin,
+        };
+        settings.shutdown_grace = args.shutdown_grace;
+        settings.shutdown_delay = args.shutdown_delay;
+        settings.cert_recheck = args.cert_recheck;
+        settings
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    #[error("{flag} {addr}: cannot listen: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Where the webhook port listens (the bound port when 0 was asked).
+    pub webhook_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    state: AppState,
+    webhook_shutdown: watch::Sender<bool>,
+    webhook_task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    ops_task: JoinHandle<()>,
+    reload_task: JoinHandle<()>,
+    shutdown_grace: Duration,
+    shutdown_delay: Duration,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// Every webhook connection finished within the grace period.
+    pub drained: bool,
+}
+
+impl Server {
+    /// Load the configuration and the certificates (failing on a bad one, naming the file and
+    /// the reason), then bind both ports and serve.
+    pub async fn start(settings: Settings) -> Result<Server, ServerError> {
+        let config = match &settings.config {
+            Some(path) => Config::load(path)?,
+            None => Config::embedded(),
+        };
+        let pair = settings.tls.load()?;
+
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        // Other parts register their metric families into `registry` here.
+
+        let health = Arc::new(Health::default());
+        health.set_config_loaded(true);
+        health.set_certificates_loaded(true);
+        health.set_exceptions_synced(!settings.await_exception_sync);
+        metrics.set_certificate_expiry(pair.not_after);
+
+        let state = AppState {
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::new(config))),
+            metrics: metrics.clone(),
+            health,
+            registry: Arc::new(registry),
+            limits: settings.limits,
+        };
+
+        let resolver = Arc::new(tls::CertResolver::new(pair.certified.clone()));
+        let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
+
+        let webhook_listener = bind("--listen", settings.listen).await?;
+        let ops_listener = bind("--ops-listen", settings.ops_listen).await?;
+        let webhook_addr = local_addr("--listen", &webhook_listener)?;
+        let ops_addr = local_addr("--ops-listen", &ops_listener)?;
+
+        let (webhook_shutdown, webhook_rx) = watch::channel(false);
+        let webhook_task = tokio::spawn(tls::serve(
+            webhook_listener,
+            acceptor,
+            router(state.clone()),
+            metrics.clone(),
+            webhook_rx,
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        let reloader = tls::Reloader::new(settings.tls.clone(), &pair, resolver, metrics);
+        let reload_task = tokio::spawn(tls::watch_certificates(
+            reloader,
+            settings.cert_recheck,
+            stop_rx.clone(),
+        ));
+        let ops_task = tokio::spawn(ops::serve(ops_listener, ops_router(state.clone()), stop_rx));
+
+        tracing::info!(
+            webhook = %webhook_addr,
+            ops = %ops_addr,
+            cert = %settings.tls.cert.display(),
+            version = env!("CARGO_PKG_VERSION"),
+            "listening"
+        );
+        Ok(Server {
+            webhook_addr,
+            ops_addr,
+            state,
+            webhook_shutdown,
+            webhook_task,
+            stop,
+            ops_task,
+            reload_task,
+            shutdown_grace: settings.shutdown_grace,
+            shutdown_delay: settings.shutdown_delay,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Readiness turns false; after the shutdown delay the webhook port stops accepting
+    /// (new connections are refused) and open connections finish their in-flight requests
+    /// (HTTP/2 gets GOAWAY, HTTP/1.1 closes after the current response), for at most the
+    /// grace period; then the ops port and the certificate watch stop.
+    pub async fn shutdown(self) -> Shutdown {
+        self.state.health.set_shutting_down(true);
+        tracing::info!(grace = ?self.shutdown_grace, "shutting down: readiness is false");
+        if !self.shutdown_delay.is_zero() {
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
+        let _ = self.webhook_shutdown.send(true);
+        let drained = tokio::time::timeout(self.shutdown_grace, self.webhook_shutdown.closed())
+            .await
+            .is_ok();
+        if drained {
+            tracing::info!("in-flight reviews drained");
+        } else {
+            tracing::warn!(
+                in_flight = self.state.metrics.in_flight.get(),
+                "grace period over with connections still open; closing them"
+            );
+        }
+        self.webhook_task.abort();
+        let _ = self.stop.send(true);
+        let mut ops_task = self.ops_task;
+        if tokio::time::timeout(ops::OPS_DRAIN, &mut ops_task)
+            .await
+            .is_err()
+        {
+            ops_task.abort();
+        }
+        let _ = self.reload_task.await;
+        Shutdown { drained }
+    }
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { flag, addr, source })
+}
+
+fn local_addr(flag: &'static str, listener: &TcpListener) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        flag,
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        source,
+    })
+}
+
+/// `--dev-certs`: when neither file exists, generate a CA and a serving certificate for
+/// localhost, write them next to the certificate, and say where the CA is. Returns whether
+/// it generated.
+pub fn ensure_dev_certs(cert: &Path, key: &Path) -> anyhow::Result<bool> {
+    match (cert.exists(), key.exists()) {
+        (true, true) => return Ok(false),
+        (true, false) | (false, true) => {
+            let (present, missing) = if cert.exists() {
+                (cert, key)
+            } else {
+                (key, cert)
+            };
+            anyhow::bail!(
+                "--dev-certs: {} exists but {} does not; remove the one or provide both",
+                present.display(),
+                missing.display()
+            );
+        }
+        (false, false) => {}
+    }
+    let generated = certs::generate(
+        &["localhost".to_owned()],
+        &[
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ],
+    )?;
+    let dir = match cert.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let written = certs::Written {
+        ca: dir.join(certs::CA_FILE),
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+    };
+    // The CA belongs to this pair; an old ca.crt beside missing files is stale.
+    certs::write_to(&written, &generated, true)?;
+    eprintln!("kube-baseline: generated development certificates (localhost, 127.0.0.1, ::1)");
+    eprint!("{}", certs::describe(&written, &generated));
+    Ok(true)
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let result = match format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .try_init(),
+        LogFormat::Pretty => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .try_init(),
+    };
+    // Already initialised (a second call in one process): keep the first.
+    let _ = result;
+}
+
+/// Resolves on SIGTERM or SIGINT, naming it.
+async fn terminated() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// `kube-baseline serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(args.log_format);
+    if args.dev_certs {
+        ensure_dev_certs(&args.tls_cert, &args.tls_key)?;
+    }
+    let settings = Settings::from(&args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let server = Server::start(settings).await?;
+        let signal = terminated().await?;
+        tracing::info!(signal, "signal received");
+        let outcome = server.shutdown().await;
+        tracing::info!(drained = outcome.drained, "stopped");
+        Ok(ExitCode::SUCCESS)
+    })
 }

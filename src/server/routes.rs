@@ -1,0 +1,336 @@
+//! `POST /validate` and `POST /mutate`: body in, AdmissionReview out.
+//!
+//! One HTTP contract: a review that is read gets HTTP 200 with an AdmissionReview, whatever the
+//! verdict. A body that is not a v1 AdmissionReview gets 400, a body over the limit 413, a
+//! Content-Type other than `application/json` 415, and a review that cannot be answered
+//! before the API server's deadline 504; each with a JSON `metav1.Status` body whose
+//! `message` says what is wrong (the API server quotes it in its error). A non-200 makes the
+//! API server apply the webhook's `failurePolicy`.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
+
+use super::deadline::Deadline;
+use super::AppState;
+use crate::admission::{self, AdmissionRequest, Decision, DecodeError};
+use crate::metrics::{Endpoint, ErrorReason, InFlight};
+
+/// The webhook routes, on the TLS port.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct ReviewQuery {
+    timeout: Option<String>,
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    query: Result<Query<ReviewQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let timeout = query.ok().and_then(|Query(q)| q.timeout);
+    review(state, Endpoint::Validate, timeout, headers, body).await
+}
+
+async fn mutate(
+    State(state): State<AppState>,
+    query: Result<Query<ReviewQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let timeout = query.ok().and_then(|Query(q)| q.timeout);
+    review(state, Endpoint::Mutate, timeout, headers, body).await
+}
+
+/// Why a review got no AdmissionReview.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("Content-Type must be application/json, got {0:?}")]
+    ContentType(String),
+    #[error("request body is larger than the limit of {limit} bytes (--max-body-bytes)")]
+    TooLarge { limit: usize },
+    #[error("request body could not be read: {0}")]
+    Unreadable(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+}
+
+impl Problem {
+    fn status(&self) -> StatusCode {
+        match self {
+            Problem::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Problem::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::Unreadable(_) | Problem::Decode(_) => StatusCode::BAD_REQUEST,
+            Problem::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn reason(&self) -> ErrorReason {
+        match self {
+            Problem::TooLarge { .. } => ErrorReason::TooLarge,
+            Problem::DeadlineExceeded(_) => ErrorReason::DeadlineExceeded,
+            Problem::ContentType(_) | Problem::Unreadable(_) | Problem::Decode(_) => {
+                ErrorReason::BadRequest
+            }
+        }
+    }
+
+    /// The `reason` of the `metav1.Status` body, as the API server names it.
+    fn status_reason(&self) -> &'static str {
+        match self {
+            Problem::ContentType(_) => "UnsupportedMediaType",
+            Problem::TooLarge { .. } => "RequestEntityTooLarge",
+            Problem::Unreadable(_) | Problem::Decode(_) => "BadRequest",
+            Problem::DeadlineExceeded(_) => "Timeout",
+        }
+    }
+}
+
+/// The body of an HTTP error: a `metav1.Status`, which the API server's client decodes and
+/// quotes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorStatus {
+    pub kind: String,
+    pub api_version: String,
+    pub status: String,
+    pub message: String,
+    pub reason: String,
+    pub code: u16,
+}
+
+fn error_response(problem: &Problem) -> Response {
+    let status = problem.status();
+    let body = ErrorStatus {
+        kind: "Status".into(),
+        api_version: "v1".into(),
+        status: "Failure".into(),
+        message: problem.to_string(),
+        reason: problem.status_reason().into(),
+        code: status.as_u16(),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Read, decode, evaluate and answer one review, within the API server's deadline.
+async fn review(
+    state: AppState,
+    endpoint: Endpoint,
+    timeout: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let _in_flight = InFlight::start(&state.metrics);
+    let deadline = Deadline::from_query(timeout.as_deref(), state.limits.deadline_margin);
+    let until = tokio::time::Instant::from_std(started) + deadline.budget;
+
+    let read = tokio::time::timeout_at(until, read_review(&state, &headers, body)).await;
+    let request = match read {
+        Ok(Ok(request)) => request,
+        Ok(Err(problem)) => return refuse(&state, endpoint, None, problem, started),
+        Err(_) => {
+            let problem = deadline_exceeded(&deadline, "reading the request body");
+            return refuse(&state, endpoint, None, problem, started);
+        }
+    };
+
+    // Today's evaluation is synchronous and takes microseconds; image-signature verification
+    // adds registry calls here, which the deadline bounds.
+    let decision = match tokio::time::timeout_at(until, evaluate(&state, endpoint, &request)).await
+    {
+        Ok(decision) => decision,
+        Err(_) => {
+            let problem = deadline_exceeded(&deadline, "evaluating the review");
+            return refuse(&state, endpoint, Some(&request), problem, started);
+        }
+    };
+
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_decision(endpoint, &request, &decision, elapsed);
+    log_decision(endpoint, &request, &decision, elapsed);
+    (StatusCode::OK, Json(decision.response.into_review())).into_response()
+}
+
+fn deadline_exceeded(deadline: &Deadline, during: &str) -> Problem {
+    Problem::DeadlineExceeded(format!(
+        "kube-baseline ran out of time {during}: the API server's timeout is {:?} and \
+         kube-baseline answers {:?} before it (--deadline-margin); the webhook's \
+         failurePolicy applies",
+        deadline.timeout, deadline.margin
+    ))
+}
+
+async fn read_review(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<AdmissionRequest, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(Problem::ContentType(content_type));
+    }
+    let limit = state.limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Problem::TooLarge { limit });
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(Problem::TooLarge { limit })
+        }
+        Err(error) => return Err(Problem::Unreadable(error.to_string())),
+    };
+    Ok(admission::review::decode(&bytes)?)
+}
+
+/// The evaluation step. Async so that steps that wait (registry calls) fit in; the snapshot
+/// is held for the whole review, so a reload mid-review does not mix policies.
+async fn evaluate(state: &AppState, endpoint: Endpoint, request: &AdmissionRequest) -> Decision {
+    let snapshot = state.snapshot.load_full();
+    let now = chrono::Utc::now();
+    match endpoint {
+        Endpoint::Validate => admission::validate(&snapshot, request, now),
+        Endpoint::Mutate => admission::mutate(&snapshot, request, now),
+    }
+}
+
+fn refuse(
+    state: &AppState,
+    endpoint: Endpoint,
+    request: Option<&AdmissionRequest>,
+    problem: Problem,
+    started: Instant,
+) -> Response {
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_error(endpoint, problem.reason(), elapsed);
+    tracing::warn!(
+        endpoint = endpoint.as_str(),
+        uid = request.map_or("", |r| r.uid.as_str()),
+        status = problem.status().as_u16(),
+        reason = problem.reason().as_str(),
+        error = %problem,
+        latency_us = micros(elapsed),
+        "review refused"
+    );
+    error_response(&problem)
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn join<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> String {
+    items.into_iter().map(f).collect::<Vec<_>>().join(",")
+}
+
+/// The one decision line per review. Never the object's contents.
+fn log_decision(
+    endpoint: Endpoint,
+    request: &AdmissionRequest,
+    decision: &Decision,
+    elapsed: Duration,
+) {
+    let mut adrs: Vec<&str> = decision
+        .waivers
+        .iter()
+        .map(|(adr, _)| adr.as_str())
+        .collect();
+    adrs.sort_unstable();
+    adrs.dedup();
+    tracing::info!(
+        endpoint = endpoint.as_str(),
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = request.name.as_deref().unwrap_or(""),
+        operation = request.operation.as_str(),
+        user = %request.user_info.username,
+        dry_run = request.dry_run.unwrap_or(false),
+        verdict = decision.verdict.as_str(),
+        denied = %join(&decision.denied_by, |p| p.as_str().to_owned()),
+        warned = %join(&decision.warned_by, |p| p.as_str().to_owned()),
+        adrs = %adrs.join(","),
+        mutations = %join(&decision.mutations, |p| p.as_str().to_owned()),
+        latency_us = micros(elapsed),
+        "decision"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::Limits;
+    use tower::ServiceExt;
+
+    fn state() -> AppState {
+        AppState::new(Config::embedded(), Limits::default())
+    }
+
+    async fn post(path: &str, content_type: &str, body: &'static [u8]) -> (StatusCode, String) {
+        let request = axum::http::Request::post(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let response = router(state()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_captured_review_is_answered_with_its_uid() {
+        let body = include_bytes!("../../tests/data/apiserver/create-deployment-validate.json");
+        let (status, text) = post("/validate?timeout=10s", "application/json", body).await;
+        assert_eq!(status, StatusCode::OK);
+        let review: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(
+            review["response"]["uid"],
+            "5ea659de-4648-4686-b7b3-8befc8e71695"
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_are_a_status_naming_the_problem() {
+        let (status, text) = post("/mutate", "application/json; charset=utf-8", b"{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let body: ErrorStatus = serde_json::from_str(&text).unwrap();
+        assert_eq!(body.kind, "Status");
+        assert_eq!(body.code, 400);
+        assert!(
+            body.message.starts_with("request body is not valid JSON"),
+            "{text}"
+        );
+    }
+}
