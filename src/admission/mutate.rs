@@ -402,9 +402,7 @@ fn fill_quantity<'q>(
         }
         (Some(request), None) => {
             let limit = default_limit.and_then(|dl| match (parse(request), parse(dl)) {
-                (Some(request_value), Some(dl_value)) if request_value > dl_value => {
-                    Some(request)
-                }
+                (Some(request_value), Some(dl_value)) if request_value > dl_value => Some(request),
                 (Some(_), Some(_)) => Some(dl),
                 _ => None,
             });
@@ -421,10 +419,7 @@ mod tests {
     fn pointer_tokens_are_escaped() {
         let base = PointerBuf::from_tokens(["spec", "containers"]);
         let p = pointer(&base, ["limits", "example.com/gpu", "a~b"]);
-        assert_eq!(
-            p.as_str(),
-            "/spec/containers/limits/example.com~1gpu/a~0b"
-        );
+        assert_eq!(p.as_str(), "/spec/containers/limits/example.com~1gpu/a~0b");
     }
 
     #[test]
