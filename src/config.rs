@@ -342,43 +342,63 @@ impl Default for Defaults {
     }
 }
 
-/// Default quantities; `null` switches one off.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ResourceDefaults {
-    #[serde(default = "default_requests")]
-    pub requests: Quantities,
-    #[serde(default = "default_limits")]
-    pub limits: Quantities,
-}
-
+/// Default quantities; `null` switches one off, a key left out keeps the platform's value.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Quantities {
+pub struct ResourceDefaults {
     #[serde(default)]
+    pub requests: Requests,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Default requests; a key left out keeps the platform's value, `null` switches it off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Requests {
+    #[serde(default = "default_request_cpu")]
     pub cpu: Option<String>,
-    #[serde(default)]
+    #[serde(default = "default_request_memory")]
     pub memory: Option<String>,
 }
 
-fn default_requests() -> Quantities {
-    Quantities {
-        cpu: Some("100m".into()),
-        memory: Some("256Mi".into()),
-    }
+/// Default limits; a key left out keeps the platform's value, `null` switches it off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    #[serde(default = "default_limit_cpu")]
+    pub cpu: Option<String>,
+    #[serde(default = "default_limit_memory")]
+    pub memory: Option<String>,
 }
-fn default_limits() -> Quantities {
-    Quantities {
-        cpu: Some("500m".into()),
-        memory: Some("512Mi".into()),
+
+fn default_request_cpu() -> Option<String> {
+    Some("100m".into())
+}
+fn default_request_memory() -> Option<String> {
+    Some("256Mi".into())
+}
+fn default_limit_cpu() -> Option<String> {
+    Some("500m".into())
+}
+fn default_limit_memory() -> Option<String> {
+    Some("512Mi".into())
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Self {
+            cpu: default_request_cpu(),
+            memory: default_request_memory(),
+        }
     }
 }
 
-impl Default for ResourceDefaults {
+impl Default for Limits {
     fn default() -> Self {
         Self {
-            requests: default_requests(),
-            limits: default_limits(),
+            cpu: default_limit_cpu(),
+            memory: default_limit_memory(),
         }
     }
 }
