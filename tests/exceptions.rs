@@ -78,7 +78,10 @@ fn watcher_events_apply_delete_and_relist_rebuild_the_registry() {
 
     assert!(!feed(&mut source, Event::Init));
     assert!(!feed(&mut source, Event::InitApply(object("adr-0042-a"))));
-    assert!(feed(&mut source, Event::InitDone), "the end of the list publishes");
+    assert!(
+        feed(&mut source, Event::InitDone),
+        "the end of the list publishes"
+    );
     assert_eq!(names(&build(&source)), ["adr-0042-a"]);
     assert!(waived(&build(&source)));
 
@@ -88,13 +91,20 @@ fn watcher_events_apply_delete_and_relist_rebuild_the_registry() {
     assert!(feed(&mut source, Event::Delete(object("adr-0042-a"))));
     assert!(feed(&mut source, Event::Delete(object("adr-0042-b"))));
     assert!(build(&source).exceptions().is_empty());
-    assert!(!waived(&build(&source)), "a deleted exception waives nothing");
+    assert!(
+        !waived(&build(&source)),
+        "a deleted exception waives nothing"
+    );
 
     // Re-list: the set in progress is not published; at its end it replaces the old set.
     assert!(feed(&mut source, Event::Apply(object("adr-0042-stale"))));
     assert!(!feed(&mut source, Event::Init));
     assert!(!feed(&mut source, Event::InitApply(object("adr-0042-c"))));
-    assert_eq!(names(&build(&source)), ["adr-0042-stale"], "old set until the list ends");
+    assert_eq!(
+        names(&build(&source)),
+        ["adr-0042-stale"],
+        "old set until the list ends"
+    );
     assert!(feed(&mut source, Event::InitDone));
     assert_eq!(names(&build(&source)), ["adr-0042-c"]);
 }
@@ -113,7 +123,10 @@ fn readiness_waits_for_the_first_complete_list() {
     writer.apply_watcher_event(&Event::InitDone);
     source.on_event(&Event::InitDone);
     assert!(source.is_synced());
-    assert!(matches!(reader.wait_until_ready().now_or_never(), Some(Ok(()))));
+    assert!(matches!(
+        reader.wait_until_ready().now_or_never(),
+        Some(Ok(()))
+    ));
     // A later re-list does not make the source unready again.
     writer.apply_watcher_event(&Event::Init);
     source.on_event(&Event::Init);
@@ -166,26 +179,39 @@ async fn file_source_follows_added_changed_broken_and_fixed_files() {
     assert!(current.load().exceptions().is_empty());
 
     write_exception(&dir, "nginx.yaml", "adr-0042-nginx", "payments");
-    assert!(eventually(limit, || matching("payments") == 1).await, "added file");
+    assert!(
+        eventually(limit, || matching("payments") == 1).await,
+        "added file"
+    );
 
     write_exception(&dir, "nginx.yaml", "adr-0042-nginx", "checkout");
     assert!(
-        eventually(limit, || matching("checkout") == 1 && matching("payments") == 0).await,
+        eventually(limit, || matching("checkout") == 1
+            && matching("payments") == 0)
+        .await,
         "changed file"
     );
 
     std::fs::write(dir.join("nginx.yaml"), "spec: [unclosed\n").unwrap();
-    assert!(eventually(limit, || metrics.errors(FILES) >= 1).await, "broken file reported");
+    assert!(
+        eventually(limit, || metrics.errors(FILES) >= 1).await,
+        "broken file reported"
+    );
     assert_eq!(matching("checkout"), 1, "the last good content is kept");
 
     write_exception(&dir, "nginx.yaml", "adr-0042-nginx", "payments");
     assert!(
-        eventually(limit, || matching("payments") == 1 && matching("checkout") == 0).await,
+        eventually(limit, || matching("payments") == 1
+            && matching("checkout") == 0)
+        .await,
         "fixed file"
     );
 
     std::fs::remove_file(dir.join("nginx.yaml")).unwrap();
-    assert!(eventually(limit, || current.load().exceptions().is_empty()).await, "removed file");
+    assert!(
+        eventually(limit, || current.load().exceptions().is_empty()).await,
+        "removed file"
+    );
     task.abort();
 }
 
@@ -211,45 +237,147 @@ fn review_exception(
 fn exception_reviews_are_refused_with_the_field_named() {
     type Edit = fn(&mut serde_json::Value);
     let table: &[(&str, Edit, &str, &str)] = &[
-        ("bad ADR id", |v| v["spec"]["adr"] = json!("ADR42"), "spec.adr", "does not match the ADR id pattern"),
-        ("ADR superseded", |v| v["spec"]["adr"] = json!("ADR-0017"), "spec.adr", "ADR-0017 is superseded"),
-        ("ADR proposed", |v| v["spec"]["adr"] = json!("ADR-0060"), "spec.adr", "ADR-0060 is proposed"),
-        ("ADR not in index", |v| v["spec"]["adr"] = json!("ADR-9999"), "spec.adr", "not in the ADR index"),
-        ("unknown policy", |v| v["spec"]["policies"] = json!(["run-as-root"]), "spec.policies[0]", "unknown policy \"run-as-root\""),
-        ("non-exemptable policy", |v| v["spec"]["policies"] = json!(["read-only-root-filesystem", "resource-limits"]), "spec.policies[1]", "resource-limits can never be waived"),
-        ("image-signature", |v| v["spec"]["policies"] = json!(["image-signature"]), "spec.policies[0]", "can never be waived"),
-        ("past expiry", |v| v["spec"]["expires"] = json!(rfc3339(days(-1))), "spec.expires", "is in the past"),
-        ("too-far expiry", |v| v["spec"]["expires"] = json!(rfc3339(days(181))), "spec.expires", "more than 180 days ahead"),
-        ("not RFC 3339", |v| v["spec"]["expires"] = json!("2027-03-31"), "spec.expires", "not an RFC 3339 time"),
-        ("empty namespaces", |v| v["spec"]["match"]["namespaces"] = json!([]), "spec.match.namespaces", "at least one namespace"),
-        ("every namespace", |v| v["spec"]["match"]["namespaces"] = json!(["*"]), "spec.match.namespaces[0]", "allowAllNamespaces"),
-        ("empty reason", |v| v["spec"]["reason"] = json!("  "), "spec.reason", "must say why"),
-        ("unknown kind", |v| v["spec"]["match"]["kinds"] = json!(["Deploymnet"]), "spec.match.kinds[0]", "not a workload kind"),
-        ("typo in a field", |v| v["spec"]["match"]["namespace"] = json!(["x"]), "spec.match.namespace", "unknown field"),
+        (
+            "bad ADR id",
+            |v| v["spec"]["adr"] = json!("ADR42"),
+            "spec.adr",
+            "does not match the ADR id pattern",
+        ),
+        (
+            "ADR superseded",
+            |v| v["spec"]["adr"] = json!("ADR-0017"),
+            "spec.adr",
+            "ADR-0017 is superseded",
+        ),
+        (
+            "ADR proposed",
+            |v| v["spec"]["adr"] = json!("ADR-0060"),
+            "spec.adr",
+            "ADR-0060 is proposed",
+        ),
+        (
+            "ADR not in index",
+            |v| v["spec"]["adr"] = json!("ADR-9999"),
+            "spec.adr",
+            "not in the ADR index",
+        ),
+        (
+            "unknown policy",
+            |v| v["spec"]["policies"] = json!(["run-as-root"]),
+            "spec.policies[0]",
+            "unknown policy \"run-as-root\"",
+        ),
+        (
+            "non-exemptable policy",
+            |v| v["spec"]["policies"] = json!(["read-only-root-filesystem", "resource-limits"]),
+            "spec.policies[1]",
+            "resource-limits can never be waived",
+        ),
+        (
+            "image-signature",
+            |v| v["spec"]["policies"] = json!(["image-signature"]),
+            "spec.policies[0]",
+            "can never be waived",
+        ),
+        (
+            "past expiry",
+            |v| v["spec"]["expires"] = json!(rfc3339(days(-1))),
+            "spec.expires",
+            "is in the past",
+        ),
+        (
+            "too-far expiry",
+            |v| v["spec"]["expires"] = json!(rfc3339(days(181))),
+            "spec.expires",
+            "more than 180 days ahead",
+        ),
+        (
+            "not RFC 3339",
+            |v| v["spec"]["expires"] = json!("2027-03-31"),
+            "spec.expires",
+            "not an RFC 3339 time",
+        ),
+        (
+            "empty namespaces",
+            |v| v["spec"]["match"]["namespaces"] = json!([]),
+            "spec.match.namespaces",
+            "at least one namespace",
+        ),
+        (
+            "every namespace",
+            |v| v["spec"]["match"]["namespaces"] = json!(["*"]),
+            "spec.match.namespaces[0]",
+            "allowAllNamespaces",
+        ),
+        (
+            "empty reason",
+            |v| v["spec"]["reason"] = json!("  "),
+            "spec.reason",
+            "must say why",
+        ),
+        (
+            "unknown kind",
+            |v| v["spec"]["match"]["kinds"] = json!(["Deploymnet"]),
+            "spec.match.kinds[0]",
+            "not a workload kind",
+        ),
+        (
+            "typo in a field",
+            |v| v["spec"]["match"]["namespace"] = json!(["x"]),
+            "spec.match.namespace",
+            "unknown field",
+        ),
     ];
     for (case, edit, field, text) in table {
         let v = with(exception_json("adr-0042-x"), |v| edit(v));
         let d = review_exception(Config::embedded(), "CREATE", v, APPROVER);
         assert_eq!(d.verdict, Verdict::Denied, "{case}");
         let msg = message(&d);
-        assert!(msg.contains(&format!("{field}: ")), "{case}: field {field} not named in {msg}");
+        assert!(
+            msg.contains(&format!("{field}: ")),
+            "{case}: field {field} not named in {msg}"
+        );
         assert!(msg.contains(text), "{case}: {text:?} not in {msg}");
         let status = d.response.status.as_ref().unwrap();
         assert_eq!(status.code, 422, "{case}");
-        assert!(status.details.as_ref().unwrap().causes.iter().any(|c| c.field == *field), "{case}");
+        assert!(
+            status
+                .details
+                .as_ref()
+                .unwrap()
+                .causes
+                .iter()
+                .any(|c| c.field == *field),
+            "{case}"
+        );
     }
 }
 
 #[test]
 fn only_approvers_may_create_change_or_delete_exceptions() {
     for op in ["CREATE", "UPDATE", "DELETE"] {
-        let d = review_exception(Config::embedded(), op, exception_json("adr-0042-x"), DEVELOPER);
+        let d = review_exception(
+            Config::embedded(),
+            op,
+            exception_json("adr-0042-x"),
+            DEVELOPER,
+        );
         assert_eq!(d.verdict, Verdict::Denied, "{op} by a developer");
         let msg = message(&d);
         assert!(msg.contains("only members of platform-team"), "{msg}");
         assert!(msg.contains("user \"jane\""), "{msg}");
-        let d = review_exception(Config::embedded(), op, exception_json("adr-0042-x"), APPROVER);
-        assert_eq!(d.verdict, Verdict::Allowed, "{op} by an approver: {:?}", d.response);
+        let d = review_exception(
+            Config::embedded(),
+            op,
+            exception_json("adr-0042-x"),
+            APPROVER,
+        );
+        assert_eq!(
+            d.verdict,
+            Verdict::Allowed,
+            "{op} by an approver: {:?}",
+            d.response
+        );
     }
 }
 
@@ -267,7 +395,11 @@ fn every_namespace_is_accepted_only_when_the_config_allows_it() {
 // ---------------------------------------------------------------- waivers in /validate
 
 fn violating() -> Vec<u8> {
-    deployment_review(writable_root(deployment("payments", "legacy-nginx-v2", "nginx")))
+    deployment_review(writable_root(deployment(
+        "payments",
+        "legacy-nginx-v2",
+        "nginx",
+    )))
 }
 
 #[test]
@@ -280,7 +412,11 @@ fn a_violating_deployment_is_denied_without_an_exception() {
 
 #[test]
 fn an_active_exception_waives_the_finding_with_a_warning_and_an_audit_annotation() {
-    let d = run(&snapshot(vec![exception_json("adr-0042-legacy-nginx")]), &violating(), now());
+    let d = run(
+        &snapshot(vec![exception_json("adr-0042-legacy-nginx")]),
+        &violating(),
+        now(),
+    );
     assert_eq!(d.verdict, Verdict::Warned, "{:?}", d.response);
     assert!(d.response.allowed);
     let expected = format!(
@@ -294,7 +430,10 @@ fn an_active_exception_waives_the_finding_with_a_warning_and_an_audit_annotation
         d.response.audit_annotations["waivers"],
         "read-only-root-filesystem/nginx by ADR-0042 (adr-0042-legacy-nginx)"
     );
-    assert_eq!(d.waivers, [("ADR-0042".to_owned(), PolicyId::ReadOnlyRootFilesystem)]);
+    assert_eq!(
+        d.waivers,
+        [("ADR-0042".to_owned(), PolicyId::ReadOnlyRootFilesystem)]
+    );
 }
 
 #[test]
@@ -314,10 +453,16 @@ fn the_same_exception_waives_nothing_once_expired_and_the_denial_says_so() {
 
 #[test]
 fn an_exception_keyed_to_a_superseded_adr_waives_nothing_and_says_why() {
-    let v = with(exception_json("adr-0017-reporting"), |v| v["spec"]["adr"] = json!("ADR-0017"));
+    let v = with(exception_json("adr-0017-reporting"), |v| {
+        v["spec"]["adr"] = json!("ADR-0017")
+    });
     let d = run(&snapshot(vec![v]), &violating(), now());
     assert_eq!(d.verdict, Verdict::Denied);
-    assert!(message(&d).contains("ADR-0017 is superseded in the ADR index"), "{}", message(&d));
+    assert!(
+        message(&d).contains("ADR-0017 is superseded in the ADR index"),
+        "{}",
+        message(&d)
+    );
 }
 
 #[test]
@@ -328,7 +473,10 @@ fn an_exception_about_to_expire_adds_a_warning() {
     let d = run(&snapshot(vec![v]), &violating(), now());
     assert_eq!(d.verdict, Verdict::Warned);
     assert!(
-        d.response.warnings.iter().any(|w| w.contains("expires") && w.contains("in 5 days")),
+        d.response
+            .warnings
+            .iter()
+            .any(|w| w.contains("expires") && w.contains("in 5 days")),
         "{:?}",
         d.response.warnings
     );
@@ -363,7 +511,10 @@ fn a_resource_limits_finding_is_never_waived() {
     assert_eq!(d.verdict, Verdict::Denied);
     assert_eq!(d.denied_by, [PolicyId::ResourceLimits]);
     let msg = message(&d);
-    assert!(msg.contains("Already waived: read-only-root-filesystem"), "{msg}");
+    assert!(
+        msg.contains("Already waived: read-only-root-filesystem"),
+        "{msg}"
+    );
     assert!(d.waivers.is_empty());
 
     // An exception naming resource-limits is refused by the registry and waives nothing.
@@ -394,8 +545,15 @@ fn lookups_do_not_see_exceptions_of_other_namespaces() {
     }));
     let r = registry_of(objects, &Config::embedded(), now());
     let found = r.matching("payments", WorkloadKind::Deployment, "legacy-nginx");
-    assert_eq!(found.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["adr-0042-glob"]);
-    assert_eq!(r.matching("team-7", WorkloadKind::Deployment, "legacy-nginx").len(), 1);
+    assert_eq!(
+        found.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["adr-0042-glob"]
+    );
+    assert_eq!(
+        r.matching("team-7", WorkloadKind::Deployment, "legacy-nginx")
+            .len(),
+        1
+    );
 }
 
 // ---------------------------------------------------------------- CRD and lint
@@ -444,20 +602,47 @@ fn lint_exits_0_when_valid_1_when_refused_and_2_when_unreadable() {
     let bad = with(exception_json("adr-0042-bad"), |v| {
         v["spec"]["policies"] = json!(["image-signature"])
     });
-    std::fs::write(tmp.path().join("bad.yaml"), serde_yaml::to_string(&bad).unwrap()).unwrap();
+    std::fs::write(
+        tmp.path().join("bad.yaml"),
+        serde_yaml::to_string(&bad).unwrap(),
+    )
+    .unwrap();
 
-    let ok = kube_baseline(&["exceptions", "lint", "--adrs", "adrs.yaml", "good.yaml"], tmp.path());
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    let ok = kube_baseline(
+        &["exceptions", "lint", "--adrs", "adrs.yaml", "good.yaml"],
+        tmp.path(),
+    );
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
 
     let refused = kube_baseline(
-        &["exceptions", "lint", "--adrs", "adrs.yaml", "good.yaml", "bad.yaml"],
+        &[
+            "exceptions",
+            "lint",
+            "--adrs",
+            "adrs.yaml",
+            "good.yaml",
+            "bad.yaml",
+        ],
         tmp.path(),
     );
     assert_eq!(refused.status.code(), Some(1));
     let out = String::from_utf8_lossy(&refused.stdout);
-    assert!(out.contains("bad.yaml: adr-0042-bad: spec.policies[0]: image-signature can never be waived"), "{out}");
+    assert!(
+        out.contains(
+            "bad.yaml: adr-0042-bad: spec.policies[0]: image-signature can never be waived"
+        ),
+        "{out}"
+    );
 
-    let missing = kube_baseline(&["exceptions", "lint", "--adrs", "adrs.yaml", "nope.yaml"], tmp.path());
+    let missing = kube_baseline(
+        &["exceptions", "lint", "--adrs", "adrs.yaml", "nope.yaml"],
+        tmp.path(),
+    );
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.yaml"));
 }

@@ -79,7 +79,14 @@ pub fn review(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc
 
 /// The API server fills `metadata.name` before admission; fall back to the request's name.
 fn with_name(mut object: BaselineException, name: &str) -> BaselineException {
-    if object.metadata.name.as_deref().unwrap_or_default().is_empty() && !name.is_empty() {
+    if object
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+        && !name.is_empty()
+    {
         object.metadata.name = Some(name.to_owned());
     }
     object

@@ -72,7 +72,11 @@ pub fn parse_object(value: serde_json::Value) -> Result<BaselineException, Probl
         other => {
             return Err(Problem::new(
                 "apiVersion",
-                format!("expected {}, got {:?}", model::API_VERSION, other.unwrap_or("")),
+                format!(
+                    "expected {}, got {:?}",
+                    model::API_VERSION,
+                    other.unwrap_or("")
+                ),
             ))
         }
     }
@@ -345,34 +349,34 @@ pub fn check(
     origin: &str,
     now: DateTime<Utc>,
 ) -> Result<Exception, Vec<Problem>> {
-    let exception = validate(object, rules, origin, now)?;
-    let mut problems = Vec::new();
-    match rules.adrs.get(&exception.adr).map(|a| a.status) {
-        Some(AdrStatus::Accepted) => {}
-        Some(status) => problems.push(Problem::new(
-            "spec.adr",
-            format!(
-                "{} is {status} in the ADR index; only an accepted ADR can key an exception",
-                exception.adr
-            ),
-        )),
-        None => problems.push(Problem::new(
-            "spec.adr",
-            format!(
-                "{} is not in the ADR index; add it there (status: accepted) first",
-                exception.adr
-            ),
-        )),
+    let result = validate(object, rules, origin, now);
+    let mut problems = result.as_ref().err().cloned().unwrap_or_default();
+    let adr = &object.spec.adr;
+    if !problems.iter().any(|p| p.field == "spec.adr") {
+        match rules.adrs.get(adr).map(|a| a.status) {
+            Some(AdrStatus::Accepted) => {}
+            Some(status) => problems.push(Problem::new(
+                "spec.adr",
+                format!(
+                    "{adr} is {status} in the ADR index; only an accepted ADR can key an exception"
+                ),
+            )),
+            None => problems.push(Problem::new(
+                "spec.adr",
+                format!("{adr} is not in the ADR index; add it there (status: accepted) first"),
+            )),
+        }
     }
-    if exception.expires <= now {
-        problems.push(Problem::new(
-            "spec.expires",
-            format!("{} is in the past", object.spec.expires),
-        ));
+    if let Ok(expires) = DateTime::parse_from_rfc3339(object.spec.expires.trim()) {
+        if expires <= now {
+            problems.push(Problem::new(
+                "spec.expires",
+                format!("{} is in the past", object.spec.expires),
+            ));
+        }
     }
-    if problems.is_empty() {
-        Ok(exception)
-    } else {
-        Err(problems)
+    match result {
+        Ok(exception) if problems.is_empty() => Ok(exception),
+        _ => Err(problems),
     }
 }

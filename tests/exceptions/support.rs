@@ -188,7 +188,10 @@ pub fn deployment_review(d: Value) -> Vec<u8> {
 }
 
 pub fn exception_review(operation: &str, object: Value, groups: &[&str]) -> Vec<u8> {
-    let name = object["metadata"]["name"].as_str().unwrap_or("x").to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("x")
+        .to_owned();
     let object = (operation != "DELETE").then_some(object);
     review_body(
         "baseline.localplus.io",

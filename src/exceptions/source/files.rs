@@ -142,7 +142,12 @@ impl FileSource {
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.broken(&path, format!("\0{e}"), format!("cannot read: {e}"), &mut report);
+                    self.broken(
+                        &path,
+                        format!("\0{e}"),
+                        format!("cannot read: {e}"),
+                        &mut report,
+                    );
                     continue;
                 }
             };
