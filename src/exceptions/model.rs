@@ -16,6 +16,8 @@ pub const API_VERSION: &str = "baseline.localplus.io/v1";
 
 /// A waiver of exemptable baseline policies for matching workloads, keyed to an accepted ADR
 /// and expiring.
+// Several `printcolumn(...)` entries are the documented way to declare columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "baseline.localplus.io",

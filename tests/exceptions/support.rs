@@ -140,10 +140,11 @@ pub fn no_limits(mut d: Value) -> Value {
 }
 
 /// An `admission.k8s.io/v1` AdmissionReview body, as the API server POSTs it.
+/// `(group, kind, resource)` of the reviewed object.
+pub type Target<'a> = (&'a str, &'a str, &'a str);
+
 pub fn review_body(
-    group: &str,
-    kind: &str,
-    resource: &str,
+    (group, kind, resource): Target<'_>,
     operation: &str,
     namespace: Option<&str>,
     name: &str,
@@ -176,9 +177,7 @@ pub fn deployment_review(d: Value) -> Vec<u8> {
     let ns = d["metadata"]["namespace"].as_str().unwrap().to_owned();
     let name = d["metadata"]["name"].as_str().unwrap().to_owned();
     review_body(
-        "apps",
-        "Deployment",
-        "deployments",
+        ("apps", "Deployment", "deployments"),
         "CREATE",
         Some(&ns),
         &name,
@@ -194,9 +193,11 @@ pub fn exception_review(operation: &str, object: Value, groups: &[&str]) -> Vec<
         .to_owned();
     let object = (operation != "DELETE").then_some(object);
     review_body(
-        "baseline.localplus.io",
-        "BaselineException",
-        "baselineexceptions",
+        (
+            "baseline.localplus.io",
+            "BaselineException",
+            "baselineexceptions",
+        ),
         operation,
         None,
         &name,
