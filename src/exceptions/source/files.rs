@@ -129,7 +129,7 @@ impl FileSource {
         self.reported.remove(&self.dir);
         let mut present: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_exceptions_file(p))
+            .filter(|p| is_exceptions_file(p) && !self.adrs.is(p))
             .collect();
         present.sort();
 

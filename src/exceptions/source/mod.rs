@@ -124,6 +124,15 @@ impl AdrFile {
         }
     }
 
+    /// Whether `path` is this file (so a directory source holding it skips it).
+    pub fn is(&self, path: &Path) -> bool {
+        path == self.path
+            || matches!(
+                (path.canonicalize(), self.path.canonicalize()),
+                (Ok(a), Ok(b)) if a == b
+            )
+    }
+
     pub fn index(&self) -> Option<Arc<AdrIndex>> {
         self.good.clone()
     }
