@@ -620,22 +620,64 @@ fn render_junit(results: &[ObjectResult]) -> String {
     out
 }
 
-/// Build the snapshot `check` evaluates with: config, and exceptions when given.
-pub fn snapshot(args: &CheckArgs) -> Result<Snapshot, CheckError> {
+/// Build the snapshot `check` evaluates with: the configuration, and the exceptions and ADR
+/// index when given, read with the same parser and validation as the webhook's file source.
+pub fn snapshot(args: &CheckArgs, now: DateTime<Utc>) -> Result<Snapshot, CheckError> {
+    use crate::exceptions::metrics::ExceptionMetrics;
+    use crate::exceptions::source::FileSource;
+    use crate::exceptions::{AdrIndex, Registry};
+
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
     };
-    if args.exceptions.is_some() || args.adrs.is_some() {
-        return Err(CheckError::Exceptions(
-            "--exceptions/--adrs need the exception registry".into(),
-        ));
-    }
-    Ok(Snapshot::new(config))
+    let exceptions = match (&args.exceptions, &args.adrs) {
+        (None, None) => Registry::default(),
+        (Some(_), None) => return Err(CheckError::Exceptions(
+            "--exceptions DIR needs --adrs FILE: an exception waives only when its ADR is accepted"
+                .into(),
+        )),
+        (None, Some(adrs)) => {
+            let index = AdrIndex::load(adrs).map_err(|e| CheckError::Exceptions(e.to_string()))?;
+            Registry::with_adrs(std::sync::Arc::new(index))
+        }
+        (Some(dir), Some(adrs)) => {
+            AdrIndex::load(adrs).map_err(|e| CheckError::Exceptions(e.to_string()))?;
+            if !dir.is_dir() {
+                return Err(CheckError::Exceptions(format!(
+                    "--exceptions {}: not a directory",
+                    dir.display()
+                )));
+            }
+            let mut source = FileSource::new(
+                dir.clone(),
+                adrs.clone(),
+                std::sync::Arc::new(config.clone()),
+                ExceptionMetrics::default(),
+            );
+            let report = source.scan();
+            if !report.errors.is_empty() {
+                return Err(CheckError::Exceptions(report.errors.join("; ")));
+            }
+            let registry = source.registry(now);
+            for bad in registry.invalid() {
+                let problems: Vec<String> = bad.problems.iter().map(|p| p.to_string()).collect();
+                eprintln!(
+                    "kube-baseline check: warning: exception {} ({}) waives nothing: {}",
+                    bad.name,
+                    bad.origin,
+                    problems.join("; ")
+                );
+            }
+            registry
+        }
+    };
+    Ok(Snapshot { config, exceptions })
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let outcome = snapshot(&args).and_then(|snapshot| {
+    let now = args.now.unwrap_or_else(Utc::now);
+    let outcome = snapshot(&args, now).and_then(|snapshot| {
         let docs = read_paths(&args.paths)?;
         Ok((snapshot, docs))
     });
@@ -646,7 +688,6 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let now = args.now.unwrap_or_else(Utc::now);
     let results = evaluate(&snapshot, &docs, &args.namespace, now, args.show_mutations);
     let color = args.output == Format::Text
         && std::io::stdout().is_terminal()

@@ -98,6 +98,12 @@ pub struct PolicyLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaiverLabels {
+    pub adr: String,
+    pub policy: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -118,6 +124,7 @@ pub struct Metrics {
     pub certificate_reloads: Family<ResultLabels, Counter>,
     pub policy_findings: Family<FindingLabels, Counter>,
     pub mutations: Family<PolicyLabels, Counter>,
+    pub waivers: Family<WaiverLabels, Counter>,
     pub build_info: Family<VersionLabels, Gauge>,
 }
 
@@ -135,6 +142,7 @@ impl Metrics {
             certificate_reloads: Family::default(),
             policy_findings: Family::default(),
             mutations: Family::default(),
+            waivers: Family::default(),
             build_info: Family::default(),
         };
         registry.register(
@@ -182,6 +190,11 @@ impl Metrics {
             "kube_baseline_mutations",
             "Defaults applied by /mutate, by policy",
             metrics.mutations.clone(),
+        );
+        registry.register(
+            "kube_baseline_waivers",
+            "Findings waived by an exception in allowed reviews, by ADR and policy",
+            metrics.waivers.clone(),
         );
         registry.register(
             "kube_baseline_build_info",
@@ -264,7 +277,13 @@ impl Metrics {
                     .inc();
             }
         }
-        for (_adr, policy) in &decision.waivers {
+        for (adr, policy) in &decision.waivers {
+            self.waivers
+                .get_or_create(&WaiverLabels {
+                    adr: adr.clone(),
+                    policy: policy.as_str(),
+                })
+                .inc();
             self.policy_findings
                 .get_or_create(&FindingLabels {
                     policy: policy.as_str(),

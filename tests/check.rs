@@ -300,3 +300,38 @@ fn every_overlay_of_the_webhook_passes_its_own_check() {
         );
     }
 }
+
+/// CI sees the cluster's exceptions: the same files, ADR index and expiry.
+#[test]
+fn exceptions_and_adrs_waive_in_check_until_expiry() {
+    let file = "tests/data/check/waived/legacy-nginx.yaml";
+    let without = check(&[file]);
+    assert_eq!(without.status.code(), Some(1));
+
+    let with = |now: &str| {
+        check(&[
+            "--exceptions",
+            "policies/exceptions",
+            "--adrs",
+            "policies/adrs.yaml",
+            "--now",
+            now,
+            file,
+        ])
+    };
+    let waived = with("2027-01-15T00:00:00Z");
+    let text = stdout(&waived);
+    assert_eq!(waived.status.code(), Some(0), "{text}");
+    assert!(text.contains("~ [read-only-root-filesystem] spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem (container \"nginx\")"), "{text}");
+    assert!(text.contains("waived by ADR-0042"), "{text}");
+
+    let expired = with("2027-04-02T00:00:00Z");
+    assert_eq!(expired.status.code(), Some(1), "{}", stdout(&expired));
+}
+
+#[test]
+fn exceptions_without_an_adr_index_is_a_usage_error() {
+    let o = check(&["--exceptions", "policies/exceptions", "tests/data/check/ok"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--adrs"));
+}

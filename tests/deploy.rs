@@ -360,6 +360,24 @@ fn the_webhook_deployment_follows_the_golden_path() {
         );
         assert_eq!(flag("--config"), "/etc/kube-baseline/baseline.yaml");
         assert_eq!(flag("--adrs"), "/etc/kube-baseline/adrs.yaml");
+        assert!(
+            args.iter().any(|a| a == "--watch-exceptions"),
+            "{env}: exceptions from the API"
+        );
+        // The binary's own parser accepts exactly these arguments.
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: kube_baseline::server::ServeArgs,
+        }
+        let parsed = <Cli as clap::Parser>::try_parse_from(
+            std::iter::once("kube-baseline").chain(args[1..].iter().map(String::as_str)),
+        );
+        assert!(
+            parsed.is_ok(),
+            "{env}: serve rejects {args:?}: {:?}",
+            parsed.err()
+        );
 
         // Spread across nodes.
         let spread = pod["topologySpreadConstraints"]

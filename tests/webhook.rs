@@ -130,3 +130,127 @@ async fn mutate_answers_a_base64_json_patch_that_fills_the_defaults() {
     assert!(again["response"].get("patch").is_none(), "{again}");
     assert!(again["response"].get("patchType").is_none(), "{again}");
 }
+
+/// A violating Deployment in `payments`: writable root filesystem in container "app", and,
+/// when `without_limits`, no limits either.
+fn payments_deployment(without_limits: bool) -> Value {
+    let mut pod = common::compliant_pod();
+    pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = json!(false);
+    if without_limits {
+        pod["spec"]["containers"][0]["resources"]
+            .as_object_mut()
+            .unwrap()
+            .remove("limits");
+    }
+    common::workload(
+        WorkloadKind::Deployment,
+        "legacy-api",
+        "payments",
+        &pod,
+        Some(2),
+    )
+}
+
+fn exception_yaml(expires: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "apiVersion: baseline.localplus.io/v1\nkind: BaselineException\nmetadata:\n  name: adr-0042-legacy-api\nspec:\n  adr: ADR-0042\n  adrUrl: https://git.localplus.io/platform/adr/blob/main/0042-legacy-nginx.md\n  approvedBy: jane@platform\n  reason: writes to /var/cache until the Q2 migration\n  policies: [read-only-root-filesystem]\n  match:\n    namespaces: [payments]\n    names: ['legacy-*']\n    containers: [app]\n  expires: \"{}\"\n",
+        expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+/// Poll the webhook until `done` holds for its answer, for at most 20 s (the file source
+/// reloads on a change notification; expiry is a matter of the clock).
+async fn until(ts: &TestServer, body: &[u8], what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let review = post(ts, true, "/validate?timeout=10s", body).await;
+        if done(&review["response"]) {
+            return review;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "never {what}: last answer {review}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_exception_file_waives_until_it_expires_and_never_waives_resource_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let exceptions = dir.path().join("exceptions");
+    std::fs::create_dir(&exceptions).unwrap();
+    let adrs = dir.path().join("adrs.yaml");
+    std::fs::copy("policies/adrs.yaml", &adrs).unwrap();
+    let source = kube_baseline::server::ExceptionSource::Files {
+        dir: exceptions.clone(),
+        adrs,
+    };
+    let ts = TestServer::start_with(|s| s.exceptions = source).await;
+    support::eventually("the exception source syncs", || async {
+        support::ops_get(ts.server.ops_addr, "/health/ready")
+            .await
+            .0
+            == StatusCode::OK
+    })
+    .await;
+
+    let body = common::create(&payments_deployment(false));
+    let denied = post(&ts, true, "/validate?timeout=10s", &body).await;
+    assert_eq!(denied["response"]["allowed"], false);
+
+    // Expires in a few seconds: valid when written, expired soon after.
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(6);
+    std::fs::write(exceptions.join("adr-0042.yaml"), exception_yaml(expires)).unwrap();
+    let allowed = until(&ts, &body, "allowed by the exception", |r| {
+        r["allowed"] == true
+    })
+    .await;
+    let response = &allowed["response"];
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "read-only-root-filesystem waived for container \"app\" by ADR-0042 until"
+        )),
+        "{warnings:?}"
+    );
+    assert_eq!(response["auditAnnotations"]["waived-by"], "ADR-0042");
+
+    // resource-limits is never waived, even with the exception in place.
+    let both = post(
+        &ts,
+        true,
+        "/validate?timeout=10s",
+        &common::create(&payments_deployment(true)),
+    )
+    .await;
+    assert_eq!(both["response"]["allowed"], false);
+    let message = both["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("[resource-limits]"), "{message}");
+    assert!(
+        !message.contains("[read-only-root-filesystem]"),
+        "{message}"
+    );
+
+    // Once expired, the same review is denied again and the message says why.
+    let expired = until(&ts, &body, "denied after expiry", |r| r["allowed"] == false).await;
+    let message = expired["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("adr-0042-legacy-api (ADR-0042) matches but waives nothing"),
+        "{message}"
+    );
+    assert!(message.contains("expired"), "{message}");
+
+    let (_, metrics) = support::ops_get(ts.server.ops_addr, "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"kube_baseline_waivers_total{adr="ADR-0042",policy="read-only-root-filesystem"}"#
+        ),
+        "{metrics}"
+    );
+}

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use super::review::{AdmissionRequest, AdmissionResponse, Operation};
 use super::{message, Action, Decision, Outcome, Snapshot, Verdict};
 use crate::config::Mode;
-use crate::policy::{self, Finding};
+use crate::exceptions::{self, index, Exception};
+use crate::policy::{self, Finding, PolicyId};
 use crate::workload::{Workload, WorkloadKind};
 
 /// The workload a review is about, or why it is not evaluated.
@@ -57,6 +58,10 @@ pub(crate) fn namespace_of(request: &AdmissionRequest) -> &str {
 
 /// Evaluate a review against the snapshot at time `now`.
 pub fn validate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Decision {
+    // Before the DELETE skip of `subject`: deleting an exception is an approver's act too.
+    if exceptions::admission::is_exception_review(request) {
+        return exceptions::admission::review(snapshot, request, now);
+    }
     let workload = match subject(snapshot, request) {
         Subject::Workload(w) => w,
         Subject::Skip => return Decision::skipped(&request.uid),
@@ -72,20 +77,58 @@ pub fn validate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<U
     decide(snapshot, &request.uid, &workload, namespace, findings, now)
 }
 
-/// Turn findings into a response: enforce → one denial, warn → warnings.
+/// Audit annotation keys. The API server records them as `<webhook name>/<key>`, so the key
+/// itself must be a plain name without a `/`.
+pub const AUDIT_WAIVED_BY: &str = "waived-by";
+pub const AUDIT_WAIVERS: &str = "waivers";
+
+/// Turn findings into a response: findings of exemptable policies covered by an active
+/// exception are waived (a warning each, audit annotations naming the ADRs); the remaining
+/// enforce findings → one denial, warn findings → warnings.
 pub(crate) fn decide(
     snapshot: &Snapshot,
     uid: &str,
     workload: &Workload,
     namespace: &str,
     findings: Vec<Finding>,
-    _now: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Decision {
     let config = &snapshot.config;
+    let candidates: Vec<&Exception> = if findings
+        .iter()
+        .any(|f| config.policies.exemptable(f.policy))
+    {
+        snapshot
+            .exceptions
+            .matching(namespace, workload.kind, &workload.name)
+    } else {
+        Vec::new()
+    };
     let mut denials = Vec::new();
     let mut warnings = Vec::new();
+    let mut waived: Vec<(Finding, &Exception)> = Vec::new();
+    // Exceptions that matched a denied finding but waive nothing.
+    let mut inactive: Vec<&Exception> = Vec::new();
     for finding in findings {
-        match config.mode(finding.policy, namespace) {
+        let mode = config.mode(finding.policy, namespace);
+        if mode == Mode::Off {
+            continue;
+        }
+        if config.policies.exemptable(finding.policy) && !candidates.is_empty() {
+            let coverage = index::coverage(&candidates, &finding, now);
+            if let Some(exception) = coverage.waiver {
+                waived.push((finding, exception));
+                continue;
+            }
+            if mode == Mode::Enforce {
+                for e in coverage.inactive {
+                    if !inactive.iter().any(|x| x.name == e.name) {
+                        inactive.push(e);
+                    }
+                }
+            }
+        }
+        match mode {
             Mode::Enforce => denials.push(finding),
             Mode::Warn => warnings.push(finding),
             Mode::Off => {}
@@ -95,44 +138,145 @@ pub(crate) fn decide(
     denied_by.dedup();
     let mut warned_by: Vec<_> = warnings.iter().map(|f| f.policy).collect();
     warned_by.dedup();
-    let warning_lines: Vec<String> = warnings.iter().map(message::warning).collect();
+    let mut warning_lines: Vec<String> = warnings.iter().map(message::warning).collect();
 
-    let (mut response, verdict) = if denials.is_empty() {
+    let (mut response, verdict, waivers) = if denials.is_empty() {
+        let mut used: Vec<&Exception> = Vec::new();
+        for (finding, e) in &waived {
+            push_unique(&mut warning_lines, waiver_warning(finding, e));
+            if !used.iter().any(|u| u.name == e.name) {
+                used.push(e);
+            }
+        }
+        let warning_days = config.exceptions.expiry_warning_days;
+        for e in &used {
+            if exceptions::expiring(e, now, warning_days) {
+                push_unique(&mut warning_lines, expiry_warning(e, now));
+            }
+        }
         let verdict = if warning_lines.is_empty() {
             Verdict::Allowed
         } else {
             Verdict::Warned
         };
-        (AdmissionResponse::allow(uid), verdict)
+        let mut response = AdmissionResponse::allow(uid);
+        let mut waivers: Vec<(String, PolicyId)> = Vec::new();
+        if !waived.is_empty() {
+            let mut adrs: Vec<&str> = used.iter().map(|e| e.adr.as_str()).collect();
+            adrs.sort_unstable();
+            adrs.dedup();
+            response
+                .audit_annotations
+                .insert(AUDIT_WAIVED_BY.into(), adrs.join(","));
+            let mut details: Vec<String> = Vec::new();
+            for (finding, e) in &waived {
+                push_unique(&mut details, audit_detail(finding, e));
+                let key = (e.adr.clone(), finding.policy);
+                if !waivers.contains(&key) {
+                    waivers.push(key);
+                }
+            }
+            response
+                .audit_annotations
+                .insert(AUDIT_WAIVERS.into(), details.join("; "));
+        }
+        (response, verdict, waivers)
     } else {
-        let text = message::denial(workload, namespace, &denials, &config.policies);
+        let mut text = message::denial(workload, namespace, &denials, &config.policies);
+        for e in &inactive {
+            let why = e.why_inactive(now).unwrap_or_default();
+            text.push_str(&format!(
+                "\nBaselineException {} ({}) matches but waives nothing: {why}.",
+                e.name, e.adr
+            ));
+        }
+        if !waived.is_empty() {
+            let mut lines: Vec<String> = Vec::new();
+            for (finding, e) in &waived {
+                push_unique(&mut lines, waiver_warning(finding, e));
+            }
+            text.push_str(&format!("\nAlready waived: {}.", lines.join("; ")));
+        }
         let causes = denials.iter().map(message::cause).collect();
-        (AdmissionResponse::deny(uid, text, causes), Verdict::Denied)
+        (
+            AdmissionResponse::deny(uid, text, causes),
+            Verdict::Denied,
+            Vec::new(),
+        )
     };
     response.warnings = warning_lines;
-    let outcomes = denials
-        .into_iter()
-        .map(|finding| (finding, Action::Denied))
-        .chain(
-            warnings
-                .into_iter()
-                .map(|finding| (finding, Action::Warned)),
-        )
-        .map(|(finding, action)| Outcome {
+    let plain = |action: Action| {
+        move |finding| Outcome {
             finding,
             action,
             waived_by: None,
-        })
+        }
+    };
+    let outcomes = denials
+        .into_iter()
+        .map(plain(Action::Denied))
+        .chain(warnings.into_iter().map(plain(Action::Warned)))
+        .chain(waived.into_iter().map(|(finding, e)| Outcome {
+            finding,
+            action: Action::Waived,
+            waived_by: Some(e.adr.clone()),
+        }))
         .collect();
     Decision {
         response,
         verdict,
         denied_by,
         warned_by,
-        waivers: Vec::new(),
+        waivers,
         mutations: Vec::new(),
         outcomes,
     }
+}
+
+fn push_unique(lines: &mut Vec<String>, line: String) {
+    if !lines.contains(&line) {
+        lines.push(line);
+    }
+}
+
+fn subject_of(finding: &Finding) -> String {
+    match &finding.container {
+        Some(c) => format!("container {c:?}"),
+        None => "pod".to_owned(),
+    }
+}
+
+/// `read-only-root-filesystem waived for container "nginx" by ADR-0042 until 2027-03-31`.
+fn waiver_warning(finding: &Finding, e: &Exception) -> String {
+    message::truncate(format!(
+        "{} waived for {} by {} until {}",
+        finding.policy,
+        subject_of(finding),
+        e.adr,
+        e.expires.format("%Y-%m-%d")
+    ))
+}
+
+/// `BaselineException adr-0042-legacy-nginx (ADR-0042) expires 2027-03-31, in 5 days: renew or fix`.
+fn expiry_warning(e: &Exception, now: DateTime<Utc>) -> String {
+    let days = (e.expires - now).num_days();
+    let when = match days {
+        0 => "today".to_owned(),
+        1 => "in 1 day".to_owned(),
+        n => format!("in {n} days"),
+    };
+    message::truncate(format!(
+        "BaselineException {} ({}) expires {}, {when}: renew it or fix the workload",
+        e.name,
+        e.adr,
+        e.expires.format("%Y-%m-%d")
+    ))
+}
+
+/// `read-only-root-filesystem/nginx by ADR-0042 (adr-0042-legacy-nginx)`.
+fn audit_detail(finding: &Finding, e: &Exception) -> String {
+    let who = finding.container.as_deref().unwrap_or("pod");
+    format!("{}/{who} by {} ({})", finding.policy, e.adr, e.name)
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission::Snapshot;
 use crate::certs;
 use crate::config::{Config, ConfigError};
+use crate::exceptions::metrics::ExceptionMetrics;
+use crate::exceptions::source::{run_file_source, run_kube_source};
 use crate::metrics::Metrics;
 
 pub use deadline::{parse_go_duration, Deadline};
@@ -96,6 +98,21 @@ pub struct ServeArgs {
     #[arg(long, env = "KUBE_BASELINE_SHUTDOWN_DELAY", default_value = "0s",
           value_parser = deadline::parse_duration_arg)]
     pub shutdown_delay: Duration,
+    /// Serve BaselineExceptions from this directory of YAML files (reloaded on change).
+    #[arg(
+        long,
+        env = "KUBE_BASELINE_EXCEPTIONS_DIR",
+        conflicts_with = "watch_exceptions"
+    )]
+    pub exceptions_dir: Option<PathBuf>,
+    /// Serve BaselineExceptions from the Kubernetes API (watch, in-cluster credentials or
+    /// the kubeconfig).
+    #[arg(long, env = "KUBE_BASELINE_WATCH_EXCEPTIONS")]
+    pub watch_exceptions: bool,
+    /// The ADR index (policies/adrs.yaml or a mounted ConfigMap), reloaded on change.
+    /// Required with an exception source.
+    #[arg(long, env = "KUBE_BASELINE_ADRS")]
+    pub adrs: Option<PathBuf>,
     /// Re-read the certificate files this often, in case a change event was missed.
     #[arg(long, env = "KUBE_BASELINE_CERT_RECHECK", default_value = "60s",
           value_parser = deadline::parse_duration_arg)]
@@ -124,7 +141,8 @@ impl Default for Limits {
 pub struct Health {
     config_loaded: AtomicBool,
     certificates_loaded: AtomicBool,
-    exceptions_synced: AtomicBool,
+    /// Shared with the exception source, which sets it after its first full sync.
+    exceptions_synced: Arc<AtomicBool>,
     shutting_down: AtomicBool,
 }
 
@@ -140,6 +158,11 @@ impl Health {
     /// Set by the exception source after its first full sync.
     pub fn set_exceptions_synced(&self, synced: bool) {
         self.exceptions_synced.store(synced, Ordering::SeqCst);
+    }
+
+    /// The flag an exception source sets after its first full sync.
+    pub fn exceptions_synced_flag(&self) -> Arc<AtomicBool> {
+        self.exceptions_synced.clone()
     }
 
     pub fn set_shutting_down(&self, shutting_down: bool) {
@@ -223,9 +246,22 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub shutdown_delay: Duration,
     pub cert_recheck: Duration,
-    /// Readiness waits for [`Health::set_exceptions_synced`]. Off until an exception source
-    /// exists to set it.
+    /// Readiness waits for [`Health::set_exceptions_synced`] (always, when an exception
+    /// source is configured).
     pub await_exception_sync: bool,
+    pub exceptions: ExceptionSource,
+}
+
+/// Where BaselineExceptions come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ExceptionSource {
+    /// None: nothing is waived.
+    #[default]
+    None,
+    /// A directory of YAML files and the ADR index file.
+    Files { dir: PathBuf, adrs: PathBuf },
+    /// The Kubernetes API and the ADR index file.
+    Kubernetes { adrs: PathBuf },
 }
 
 impl Settings {
@@ -244,6 +280,7 @@ impl Settings {
             shutdown_delay: Duration::ZERO,
             cert_recheck: DEFAULT_CERT_RECHECK,
             await_exception_sync: false,
+            exceptions: ExceptionSource::None,
         }
     }
 
@@ -268,7 +305,28 @@ impl From<&ServeArgs> for Settings {
         settings.shutdown_grace = args.shutdown_grace;
         settings.shutdown_delay = args.shutdown_delay;
         settings.cert_recheck = args.cert_recheck;
+        settings.exceptions = match (&args.exceptions_dir, args.watch_exceptions, &args.adrs) {
+            (Some(dir), _, Some(adrs)) => ExceptionSource::Files {
+                dir: dir.clone(),
+                adrs: adrs.clone(),
+            },
+            (None, true, Some(adrs)) => ExceptionSource::Kubernetes { adrs: adrs.clone() },
+            _ => ExceptionSource::None,
+        };
         settings
+    }
+}
+
+impl ServeArgs {
+    /// Flag combinations clap cannot express.
+    fn check(&self) -> anyhow::Result<()> {
+        let source = self.exceptions_dir.is_some() || self.watch_exceptions;
+        if source && self.adrs.is_none() {
+            anyhow::bail!(
+                "--adrs FILE is required with --exceptions-dir or --watch-exceptions: an exception waives only when its ADR is accepted in the index"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +336,10 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    #[error("--exceptions-dir: {0}")]
+    Exceptions(#[from] crate::exceptions::source::SourceError),
+    #[error("--watch-exceptions: cannot reach the Kubernetes API: {0}")]
+    Kubernetes(#[source] kube::Error),
     #[error("{flag} {addr}: cannot listen: {source}")]
     Bind {
         flag: &'static str,
@@ -299,6 +361,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     ops_task: JoinHandle<()>,
     reload_task: JoinHandle<()>,
+    exceptions_task: Option<JoinHandle<()>>,
     shutdown_grace: Duration,
     shutdown_delay: Duration,
 }
@@ -322,21 +385,25 @@ impl Server {
 
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
-        // Other parts register their metric families into `registry` here.
+        let exception_metrics = ExceptionMetrics::register(&mut registry);
 
         let health = Arc::new(Health::default());
         health.set_config_loaded(true);
         health.set_certificates_loaded(true);
-        health.set_exceptions_synced(!settings.await_exception_sync);
+        let has_source = settings.exceptions != ExceptionSource::None;
+        health.set_exceptions_synced(!(settings.await_exception_sync || has_source));
         metrics.set_certificate_expiry(pair.not_after);
+        let config = Arc::new(config);
 
         let state = AppState {
-            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::new(config))),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::new((*config).clone()))),
             metrics: metrics.clone(),
             health,
             registry: Arc::new(registry),
             limits: settings.limits,
         };
+        let exceptions_task =
+            start_exception_source(&settings.exceptions, &state, config, exception_metrics).await?;
 
         let resolver = Arc::new(tls::CertResolver::new(pair.certified.clone()));
         let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
@@ -379,6 +446,7 @@ impl Server {
             stop,
             ops_task,
             reload_task,
+            exceptions_task,
             shutdown_grace: settings.shutdown_grace,
             shutdown_delay: settings.shutdown_delay,
         })
@@ -420,8 +488,61 @@ impl Server {
             ops_task.abort();
         }
         let _ = self.reload_task.await;
+        if let Some(task) = self.exceptions_task {
+            task.abort();
+        }
         Shutdown { drained }
     }
+}
+
+/// Start the configured exception source; every registry it builds becomes a new snapshot
+/// with the same configuration, swapped whole.
+async fn start_exception_source(
+    source: &ExceptionSource,
+    state: &AppState,
+    config: Arc<Config>,
+    metrics: ExceptionMetrics,
+) -> Result<Option<JoinHandle<()>>, ServerError> {
+    let snapshot = state.snapshot.clone();
+    let base = config.clone();
+    let publish = move |registry: crate::exceptions::Registry| {
+        snapshot.store(Arc::new(Snapshot {
+            config: (*base).clone(),
+            exceptions: registry,
+        }));
+    };
+    let synced = state.health.exceptions_synced_flag();
+    let task = match source {
+        ExceptionSource::None => return Ok(None),
+        ExceptionSource::Files { dir, adrs } => {
+            if !dir.is_dir() {
+                return Err(crate::exceptions::source::SourceError::NotADirectory {
+                    path: dir.display().to_string(),
+                }
+                .into());
+            }
+            let (dir, adrs) = (dir.clone(), adrs.clone());
+            tokio::spawn(async move {
+                let run = run_file_source(dir, adrs, config, publish, synced, metrics);
+                if let Err(e) = run.await {
+                    tracing::error!(error = %e, "exception file source stopped");
+                }
+            })
+        }
+        ExceptionSource::Kubernetes { adrs } => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(ServerError::Kubernetes)?;
+            let adrs = adrs.clone();
+            tokio::spawn(async move {
+                let run = run_kube_source(client, adrs, config, publish, synced, metrics);
+                if let Err(e) = run.await {
+                    tracing::error!(error = %e, "exception watch stopped");
+                }
+            })
+        }
+    };
+    Ok(Some(task))
 }
 
 async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -523,6 +644,7 @@ async fn terminated() -> std::io::Result<&'static str> {
 
 /// `kube-baseline serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    args.check()?;
     init_tracing(args.log_format);
     if args.dev_certs {
         ensure_dev_certs(&args.tls_cert, &args.tls_key)?;
