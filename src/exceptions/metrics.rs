@@ -89,10 +89,13 @@ impl ExceptionMetrics {
         }
     }
 
+    /// Also creates the source's error counter at 0, so `rate()` and `increase()` see it
+    /// from the start.
     pub fn set_synced(&self, source: &'static str, synced: bool) {
         self.synced
             .get_or_create(&SourceLabels { source })
             .set(i64::from(synced));
+        drop(self.errors.get_or_create(&SourceLabels { source }));
     }
 
     pub fn error(&self, source: &'static str) {
