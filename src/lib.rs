@@ -13,4 +13,5 @@ pub mod exceptions;
 pub mod policy;
 pub mod quantity;
 pub mod server;
+pub mod signature;
 pub mod workload;
