@@ -461,7 +461,8 @@ impl ImageSignature {
                 ));
             }
             if let Some(pem) = &a.key {
-                if let Err(e) = sigstore::crypto::CosignVerificationKey::try_from_pem(pem.as_bytes())
+                if let Err(e) =
+                    sigstore::crypto::CosignVerificationKey::try_from_pem(pem.as_bytes())
                 {
                     problems.push(format!("{at}.key: not a PEM public key: {e}"));
                 }
@@ -885,8 +886,7 @@ impl Config {
                     "namespaceOverrides[{i}].namespaces: must not be empty"
                 ));
             }
-            if o
-                .policies
+            if o.policies
                 .get(&PolicyId::ImageSignature)
                 .is_some_and(|m| *m != Mode::Off)
                 && self.policies.image_signature.authorities.is_empty()

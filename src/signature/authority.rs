@@ -157,13 +157,15 @@ impl Authority {
         };
         let key_pem = match (&config.key, &config.key_path) {
             (Some(pem), _) => Some(pem.clone()),
-            (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|source| {
-                SignatureError::Read {
-                    field: format!("{at}.keyPath"),
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?),
+            (None, Some(path)) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| SignatureError::Read {
+                        field: format!("{at}.keyPath"),
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+                )
+            }
             (None, None) => None,
         };
         let kind = if let Some(pem) = key_pem {
@@ -256,7 +258,10 @@ impl Authority {
                 };
                 if cert
                     .verification_key
-                    .verify_signature(Signature::Base64Encoded(signature.as_bytes()), &layer.raw_data)
+                    .verify_signature(
+                        Signature::Base64Encoded(signature.as_bytes()),
+                        &layer.raw_data,
+                    )
                     .is_err()
                 {
                     return false;

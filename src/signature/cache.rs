@@ -100,7 +100,12 @@ mod tests {
         let c = Cache::new(10);
         let t0 = Instant::now();
         for i in 0..10 {
-            c.insert(format!("k{i}"), v(i), Duration::from_secs(100 + i as u64), t0);
+            c.insert(
+                format!("k{i}"),
+                v(i),
+                Duration::from_secs(100 + i as u64),
+                t0,
+            );
         }
         c.insert("new".into(), v(99), Duration::from_secs(500), t0);
         assert_eq!(c.len(), 10);

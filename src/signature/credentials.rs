@@ -31,7 +31,9 @@ pub(crate) struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hosts: Vec<&String> = self.by_host.keys().collect();
-        f.debug_struct("Credentials").field("hosts", &hosts).finish()
+        f.debug_struct("Credentials")
+            .field("hosts", &hosts)
+            .finish()
     }
 }
 
@@ -51,8 +53,8 @@ fn host_of(key: &str) -> String {
 impl Credentials {
     /// Parse the file's text; the error says what is wrong without echoing secrets.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: DockerConfig = serde_json::from_str(text)
-            .map_err(|e| format!("not a dockerconfigjson file: {e}"))?;
+        let config: DockerConfig =
+            serde_json::from_str(text).map_err(|e| format!("not a dockerconfigjson file: {e}"))?;
         let mut by_host = HashMap::new();
         for (key, auth) in config.auths {
             let pair = match (auth.username, auth.password, auth.auth) {
@@ -98,10 +100,7 @@ mod tests {
             matches!(c.for_registry("docker.io"), RegistryAuth::Basic(u, p) if u == "u" && p == "p")
         );
         assert!(matches!(c.for_registry("reg:5000"), RegistryAuth::Basic(u, _) if u == "a"));
-        assert!(matches!(
-            c.for_registry("other"),
-            RegistryAuth::Anonymous
-        ));
+        assert!(matches!(c.for_registry("other"), RegistryAuth::Anonymous));
     }
 
     #[test]

@@ -136,7 +136,13 @@ mod tests {
         .unwrap()
     }
 
-    fn result(kind: ContainerKind, index: usize, name: &str, image: &str, v: Verification) -> ImageVerification {
+    fn result(
+        kind: ContainerKind,
+        index: usize,
+        name: &str,
+        image: &str,
+        v: Verification,
+    ) -> ImageVerification {
         ImageVerification {
             kind,
             index,
@@ -160,7 +166,13 @@ mod tests {
             &w,
             &[
                 result(ContainerKind::Init, 0, "init", "reg/init:1", verified()),
-                result(ContainerKind::App, 1, "side", &format!("reg/side@{D}"), verified()),
+                result(
+                    ContainerKind::App,
+                    1,
+                    "side",
+                    &format!("reg/side@{D}"),
+                    verified(),
+                ),
             ],
         );
         let json = serde_json::to_value(&ops).unwrap();
@@ -192,7 +204,11 @@ mod tests {
         assert_eq!(f[0].field, "spec.template.spec.containers[0].image");
         assert!(f[0].message.contains("\"app\""), "{}", f[0].message);
         assert!(f[0].message.contains("reg/app:1"), "{}", f[0].message);
-        assert!(f[0].message.contains("authorities tried: release, ci"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("authorities tried: release, ci"),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]

@@ -61,7 +61,9 @@ impl SignatureMetrics {
 
     /// Value of `kube_baseline_signature_verifications_total{result}` (tests, status pages).
     pub fn verifications(&self, result: &'static str) -> u64 {
-        self.verifications.get_or_create(&ResultLabel { result }).get()
+        self.verifications
+            .get_or_create(&ResultLabel { result })
+            .get()
     }
 
     /// Value of `kube_baseline_signature_cache_requests_total{result}`.

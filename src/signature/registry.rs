@@ -239,7 +239,10 @@ pub(crate) fn classify(e: OciDistributionError) -> Failure {
                 )
             }) {
                 Failure::NotFound(text)
-            } else if codes.iter().any(|c| matches!(c, OciErrorCode::Toomanyrequests)) {
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
+            {
                 Failure::Unreachable(format!("rate limited by the registry: {text}"))
             } else if codes
                 .iter()

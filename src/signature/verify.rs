@@ -169,9 +169,11 @@ impl Verifier {
                         v
                     });
                     async move {
-                        handle.await.unwrap_or_else(|e| Verification::TagUnresolvable {
-                            reason: format!("internal error in the verification task: {e}"),
-                        })
+                        handle
+                            .await
+                            .unwrap_or_else(|e| Verification::TagUnresolvable {
+                                reason: format!("internal error in the verification task: {e}"),
+                            })
                     }
                     .boxed()
                     .shared()
@@ -239,7 +241,10 @@ impl Inner {
             Some(_) => "negative_hit",
             None => "miss",
         };
-        self.metrics.cache.get_or_create(&ResultLabel { result }).inc();
+        self.metrics
+            .cache
+            .get_or_create(&ResultLabel { result })
+            .inc();
         hit
     }
 
@@ -350,7 +355,10 @@ impl Inner {
         }
     }
 
-    fn client(&self, group: Option<usize>) -> std::result::Result<sigstore::cosign::Client, String> {
+    fn client(
+        &self,
+        group: Option<usize>,
+    ) -> std::result::Result<sigstore::cosign::Client, String> {
         let slot = group.map_or(0, |g| g + 1);
         if let Some(c) = self.clients[slot]
             .lock()
