@@ -1072,6 +1072,56 @@ mod tests {
     }
 
     #[test]
+    fn image_signature_is_off_by_default_and_its_block_is_documented_in_the_embedded_file() {
+        let c = Config::embedded();
+        let s = &c.policies.image_signature;
+        assert_eq!(s.mode, Mode::Off);
+        assert!(s.pin_digests);
+        assert_eq!(s.timeout.0, std::time::Duration::from_secs(3));
+        assert_eq!(s.cache.negative_ttl.0, std::time::Duration::from_secs(30));
+        assert_eq!(Config::parse("{}", "x").unwrap().policies.image_signature.mode, Mode::Off);
+    }
+
+    #[test]
+    fn image_signature_problems_are_named_with_their_path() {
+        let e = error(
+            "policies:\n  image-signature:\n    mode: enforce\n    skip: ['[']\n    cache: {size: 0}\n    registries: {'http://reg': {insecure: true}}\n    authorities:\n    - name: a\n      key: not a key\n    - name: a\n      issuer: https://i\n    - name: b\n      keyPath: /k\n      issuer: https://i\n      subjectRegex: '('\n",
+        );
+        for field in [
+            "policies.image-signature.skip[0]",
+            "policies.image-signature.cache.size",
+            "policies.image-signature.registries",
+            "policies.image-signature.authorities[0].key",
+            "policies.image-signature.authorities[1].name",
+            "policies.image-signature.authorities[1]: a keyless authority needs exactly one of subject",
+            "policies.image-signature.authorities[1].trustRoot",
+            "policies.image-signature.authorities[2]: give exactly one of",
+            "policies.image-signature.authorities[2].subjectRegex",
+        ] {
+            assert!(e.contains(field), "{field} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn enforcing_signatures_needs_an_authority_even_in_one_namespace() {
+        let e = error("policies:\n  image-signature: {mode: enforce}\n");
+        assert!(e.contains("policies.image-signature.authorities"), "{e}");
+        let e = error("namespaceOverrides:\n- namespaces: [prod]\n  policies: {image-signature: enforce}\n");
+        assert!(e.contains("namespaceOverrides[0].policies.image-signature"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_named_with_its_path() {
+        let e = error("policies:\n  image-signature:\n    timeout: 3 seconds\n");
+        assert!(e.contains("policies.image-signature.timeout"), "{e}");
+        assert_eq!(
+            ConfigDuration::parse("500ms").unwrap().0,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(ConfigDuration::parse("10m").unwrap().to_string(), "10m");
+    }
+
+    #[test]
     fn a_default_can_be_switched_off_with_null() {
         let c = Config::parse(
             "defaults:\n  runAsUser: null\n  resources:\n    limits: {cpu: null, memory: 1Gi}\n",
