@@ -87,7 +87,7 @@ impl Default for Basic {
     }
 }
 
-/// `resource-limits` and `image-signature`: never exemptable.
+/// `resource-limits`: never exemptable.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NeverExempt {
@@ -228,6 +228,306 @@ impl Default for ReplicasMinimum {
     }
 }
 
+/// A duration as written in the file: a number and a unit, `500ms`, `3s`, `10m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub std::time::Duration);
+
+impl ConfigDuration {
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit())?;
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().ok()?;
+        let d = match unit {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n.checked_mul(60)?),
+            "h" => std::time::Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        Some(Self(d))
+    }
+}
+
+impl std::fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 3_600_000 == 0 && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration (a whole number and ms, s, m or h, e.g. 3s)"
+            ))
+        })
+    }
+}
+
+impl Serialize for ConfigDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `image-signature`: cosign signatures, never exemptable. Off unless configured: no authority
+/// is trusted out of the box.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageSignature {
+    #[serde(default = "off")]
+    pub mode: Mode,
+    #[serde(default)]
+    pub exemptable: bool,
+    /// Globs of image references that need a signature (default: all). `*` matches any
+    /// characters, `/` included; a glob is tried on the image as written and on its full form
+    /// (`docker.io/library/nginx:1.27`).
+    #[serde(default = "default_signed_images")]
+    pub images: Vec<String>,
+    /// Globs of images the platform trusts without a signature (e.g. the pause image). Platform
+    /// configuration, not a developer exception.
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// Who may sign: an image is accepted when any authority verifies one of its signatures.
+    #[serde(default)]
+    pub authorities: Vec<SignatureAuthority>,
+    /// Per registry host (`registry.example:5000`): plain HTTP or an extra CA.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryOptions>,
+    /// A mounted `kubernetes.io/dockerconfigjson` file (`.dockerconfigjson`).
+    #[serde(default)]
+    pub credentials_path: Option<std::path::PathBuf>,
+    /// Deadline of one registry call (always also inside the review's own deadline).
+    #[serde(default = "default_registry_timeout")]
+    pub timeout: ConfigDuration,
+    #[serde(default)]
+    pub cache: SignatureCache,
+    /// Bound on registry calls in flight at once, across all reviews.
+    #[serde(default = "default_max_registry_calls")]
+    pub max_concurrent_registry_calls: usize,
+    /// `/mutate` rewrites each verified image to `repo:tag@sha256:...`.
+    #[serde(default = "yes")]
+    pub pin_digests: bool,
+}
+
+fn off() -> Mode {
+    Mode::Off
+}
+fn default_signed_images() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_registry_timeout() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(3))
+}
+fn default_max_registry_calls() -> usize {
+    16
+}
+
+impl Default for ImageSignature {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Off,
+            exemptable: false,
+            images: default_signed_images(),
+            skip: Vec::new(),
+            authorities: Vec::new(),
+            registries: BTreeMap::new(),
+            credentials_path: None,
+            timeout: default_registry_timeout(),
+            cache: SignatureCache::default(),
+            max_concurrent_registry_calls: default_max_registry_calls(),
+            pin_digests: true,
+        }
+    }
+}
+
+/// One trusted signer: a cosign public key (`key` or `keyPath`), or a keyless identity
+/// (`issuer` + `subject`/`subjectRegex`, checked against `trustRoot`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignatureAuthority {
+    pub name: String,
+    /// A PEM public key (`-----BEGIN PUBLIC KEY-----`), inline.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A file holding a PEM public key.
+    #[serde(default)]
+    pub key_path: Option<std::path::PathBuf>,
+    /// Keyless: the OIDC issuer in the Fulcio certificate.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Keyless: the exact identity (email or URI SAN).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Keyless: a regular expression the whole identity must match.
+    #[serde(default)]
+    pub subject_regex: Option<String>,
+    /// Keyless: a Sigstore `trusted_root.json` (Fulcio CAs and Rekor keys), read offline.
+    #[serde(default)]
+    pub trust_root: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryOptions {
+    /// Plain HTTP (a registry inside the cluster network).
+    #[serde(default)]
+    pub insecure: bool,
+    /// A PEM CA bundle trusted in addition to the system roots.
+    #[serde(default)]
+    pub ca_path: Option<std::path::PathBuf>,
+}
+
+/// Verified digests are kept `ttl`; unsigned or invalid ones `negativeTtl`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignatureCache {
+    #[serde(default = "default_cache_size")]
+    pub size: usize,
+    #[serde(default = "default_cache_ttl")]
+    pub ttl: ConfigDuration,
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: ConfigDuration,
+}
+
+fn default_cache_size() -> usize {
+    10_000
+}
+fn default_cache_ttl() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(600))
+}
+fn default_negative_ttl() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(30))
+}
+
+impl Default for SignatureCache {
+    fn default() -> Self {
+        Self {
+            size: default_cache_size(),
+            ttl: default_cache_ttl(),
+            negative_ttl: default_negative_ttl(),
+        }
+    }
+}
+
+impl ImageSignature {
+    /// Everything the types cannot check; files are read by the verifier at start-up.
+    fn validate(&self, problems: &mut Vec<String>) {
+        const P: &str = "policies.image-signature";
+        if self.exemptable {
+            problems.push(format!(
+                "{P}.exemptable: must be false: image signatures can never be waived"
+            ));
+        }
+        if self.mode != Mode::Off && self.authorities.is_empty() {
+            problems.push(format!(
+                "{P}.authorities: at least one authority is needed when mode is {}",
+                self.mode.as_str()
+            ));
+        }
+        if self.images.is_empty() {
+            problems.push(format!(
+                "{P}.images: must not be empty (use [\"*\"] for every image)"
+            ));
+        }
+        globset(&self.images, &format!("{P}.images"), problems);
+        globset(&self.skip, &format!("{P}.skip"), problems);
+        let mut names = std::collections::BTreeSet::new();
+        for (i, a) in self.authorities.iter().enumerate() {
+            let at = format!("{P}.authorities[{i}]");
+            if a.name.trim().is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if !names.insert(a.name.as_str()) {
+                problems.push(format!("{at}.name: {:?} is used twice", a.name));
+            }
+            let kinds = [a.key.is_some(), a.key_path.is_some(), a.issuer.is_some()]
+                .iter()
+                .filter(|k| **k)
+                .count();
+            if kinds != 1 {
+                problems.push(format!(
+                    "{at}: give exactly one of key, keyPath or issuer (keyless)"
+                ));
+            }
+            if let Some(pem) = &a.key {
+                if let Err(e) =
+                    sigstore::crypto::CosignVerificationKey::try_from_pem(pem.as_bytes())
+                {
+                    problems.push(format!("{at}.key: not a PEM public key: {e}"));
+                }
+            }
+            if a.issuer.is_some() {
+                match (&a.subject, &a.subject_regex) {
+                    (Some(_), Some(_)) | (None, None) => problems.push(format!(
+                        "{at}: a keyless authority needs exactly one of subject or subjectRegex"
+                    )),
+                    (None, Some(re)) => {
+                        if let Err(e) = regex::Regex::new(re) {
+                            problems.push(format!(
+                                "{at}.subjectRegex: invalid regular expression: {e}"
+                            ));
+                        }
+                    }
+                    (Some(_), None) => {}
+                }
+                if a.trust_root.is_none() {
+                    problems.push(format!(
+                        "{at}.trustRoot: a keyless authority needs a trust root file (Fulcio CAs and Rekor keys)"
+                    ));
+                }
+            } else {
+                for (field, set) in [
+                    ("subject", a.subject.is_some()),
+                    ("subjectRegex", a.subject_regex.is_some()),
+                    ("trustRoot", a.trust_root.is_some()),
+                ] {
+                    if set {
+                        problems.push(format!(
+                            "{at}.{field}: only for keyless authorities (with issuer)"
+                        ));
+                    }
+                }
+            }
+        }
+        for (host, _) in self.registries.iter() {
+            if host.is_empty()
+                || host.contains("://")
+                || host.contains('/')
+                || host.chars().any(char::is_whitespace)
+            {
+                problems.push(format!(
+                    "{P}.registries.{host:?}: a registry is a host with an optional port (registry.example:5000), without scheme or path"
+                ));
+            }
+        }
+        if self.timeout.0.is_zero() {
+            problems.push(format!("{P}.timeout: must be more than 0"));
+        }
+        if self.cache.size == 0 {
+            problems.push(format!("{P}.cache.size: must be at least 1"));
+        }
+        if self.cache.ttl.0.is_zero() {
+            problems.push(format!("{P}.cache.ttl: must be more than 0"));
+        }
+        if self.max_concurrent_registry_calls == 0 {
+            problems.push(format!(
+                "{P}.maxConcurrentRegistryCalls: must be at least 1"
+            ));
+        }
+    }
+}
+
 /// One block per policy, keyed by the policy id.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -243,7 +543,7 @@ pub struct Policies {
     #[serde(default)]
     pub no_privilege_escalation: Basic,
     #[serde(default)]
-    pub image_signature: NeverExempt,
+    pub image_signature: ImageSignature,
     #[serde(default)]
     pub health_probes: HealthProbes,
     #[serde(default)]
@@ -545,11 +845,7 @@ impl Config {
                 "policies.resource-limits.exemptable: must be false: resource limits can never be waived".into(),
             );
         }
-        if p.image_signature.exemptable {
-            problems.push(
-                "policies.image-signature.exemptable: must be false: image signatures can never be waived".into(),
-            );
-        }
+        p.image_signature.validate(&mut problems);
         for (field, path) in [
             ("livenessPath", &p.health_probes.liveness_path),
             ("readinessPath", &p.health_probes.readiness_path),
@@ -608,6 +904,15 @@ impl Config {
             if o.namespaces.is_empty() {
                 problems.push(format!(
                     "namespaceOverrides[{i}].namespaces: must not be empty"
+                ));
+            }
+            if o.policies
+                .get(&PolicyId::ImageSignature)
+                .is_some_and(|m| *m != Mode::Off)
+                && self.policies.image_signature.authorities.is_empty()
+            {
+                problems.push(format!(
+                    "namespaceOverrides[{i}].policies.image-signature: needs at least one authority in policies.image-signature.authorities"
                 ));
             }
             o.matcher = Some(globset(
@@ -784,6 +1089,56 @@ mod tests {
         assert_eq!(c.mode(PolicyId::RunAsNonRoot, "dev-legacy"), Mode::Off);
         assert_eq!(c.mode(PolicyId::HealthProbes, "sandbox"), Mode::Off);
         assert_eq!(c.mode(PolicyId::HealthProbes, "prod"), Mode::Enforce);
+    }
+
+    #[test]
+    fn image_signature_is_off_by_default_and_its_block_is_documented_in_the_embedded_file() {
+        let c = Config::embedded();
+        let s = &c.policies.image_signature;
+        assert_eq!(s.mode, Mode::Off);
+        assert!(s.pin_digests);
+        assert_eq!(s.timeout.0, std::time::Duration::from_secs(3));
+        assert_eq!(s.cache.negative_ttl.0, std::time::Duration::from_secs(30));
+        assert_eq!(Config::parse("{}", "x").unwrap().policies.image_signature.mode, Mode::Off);
+    }
+
+    #[test]
+    fn image_signature_problems_are_named_with_their_path() {
+        let e = error(
+            "policies:\n  image-signature:\n    mode: enforce\n    skip: ['[']\n    cache: {size: 0}\n    registries: {'http://reg': {insecure: true}}\n    authorities:\n    - name: a\n      key: not a key\n    - name: a\n      issuer: https://i\n    - name: b\n      keyPath: /k\n      issuer: https://i\n      subjectRegex: '('\n",
+        );
+        for field in [
+            "policies.image-signature.skip[0]",
+            "policies.image-signature.cache.size",
+            "policies.image-signature.registries",
+            "policies.image-signature.authorities[0].key",
+            "policies.image-signature.authorities[1].name",
+            "policies.image-signature.authorities[1]: a keyless authority needs exactly one of subject",
+            "policies.image-signature.authorities[1].trustRoot",
+            "policies.image-signature.authorities[2]: give exactly one of",
+            "policies.image-signature.authorities[2].subjectRegex",
+        ] {
+            assert!(e.contains(field), "{field} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn enforcing_signatures_needs_an_authority_even_in_one_namespace() {
+        let e = error("policies:\n  image-signature: {mode: enforce}\n");
+        assert!(e.contains("policies.image-signature.authorities"), "{e}");
+        let e = error("namespaceOverrides:\n- namespaces: [prod]\n  policies: {image-signature: enforce}\n");
+        assert!(e.contains("namespaceOverrides[0].policies.image-signature"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_named_with_its_path() {
+        let e = error("policies:\n  image-signature:\n    timeout: 3 seconds\n");
+        assert!(e.contains("policies.image-signature.timeout"), "{e}");
+        assert_eq!(
+            ConfigDuration::parse("500ms").unwrap().0,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(ConfigDuration::parse("10m").unwrap().to_string(), "10m");
     }
 
     #[test]

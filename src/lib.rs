@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod policy;
 pub mod quantity;
 pub mod server;
+pub mod signature;
 pub mod workload;

@@ -1,0 +1,440 @@
+//! [`Verifier`]: tag → digest, signature fetch, authorities, cache, single flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use sigstore::cosign::{CosignCapabilities, SignatureLayer};
+use tokio::time::{timeout_at, Instant};
+
+use super::authority::{self, Authority, TrustRootFile};
+use super::cache::Cache;
+use super::findings::{self, ImageVerification, SignatureReport};
+use super::metrics::{ResultLabel, SignatureMetrics};
+use super::reference::{is_sha256_digest, ImageRef};
+use super::registry::{Failure, Registries};
+use super::{Result, SignatureError, Verification};
+use crate::config::ImageSignature;
+use crate::workload::Workload;
+
+type Flight = Shared<BoxFuture<'static, Verification>>;
+
+/// Verifies image signatures; built once from the configuration at start-up and shared
+/// (`Clone` is cheap) by every review.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    images: GlobSet,
+    skip: GlobSet,
+    authorities: Vec<Authority>,
+    /// Keyless trust roots; the signature layers are fetched once per root used.
+    roots: Vec<TrustRootFile>,
+    /// Idle sigstore clients: `[0]` without a trust root (key authorities), `[i + 1]` with
+    /// `roots[i]`.
+    clients: Vec<Mutex<Vec<sigstore::cosign::Client>>>,
+    registries: Registries,
+    cache: Cache,
+    ttl: Duration,
+    negative_ttl: Duration,
+    flights: Mutex<HashMap<String, Flight>>,
+    metrics: SignatureMetrics,
+    pin_digests: bool,
+    max_idle_clients: usize,
+}
+
+fn globs(patterns: &[String], field: &str) -> Result<GlobSet> {
+    let mut builder = GlobSetBuilder::new();
+    for (i, p) in patterns.iter().enumerate() {
+        builder.add(Glob::new(p).map_err(|e| SignatureError::Invalid {
+            field: format!("{field}[{i}]"),
+            message: e.to_string(),
+        })?);
+    }
+    builder.build().map_err(|e| SignatureError::Invalid {
+        field: field.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl Verifier {
+    /// Compile the configuration (read key, trust root, CA and credential files) and register
+    /// the metrics. Errors name the field.
+    pub fn new(config: &ImageSignature, metrics: &mut MetricsRegistry) -> Result<Self> {
+        let metrics = SignatureMetrics::register(metrics);
+        Self::with_metrics(config, metrics)
+    }
+
+    /// Same, with metric families created elsewhere.
+    pub fn with_metrics(config: &ImageSignature, metrics: SignatureMetrics) -> Result<Self> {
+        let mut roots = Vec::new();
+        let authorities = config
+            .authorities
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Authority::compile(i, a, &mut roots))
+            .collect::<Result<Vec<_>>>()?;
+        let roots: Vec<TrustRootFile> = roots.into_iter().map(|(_, r)| r).collect();
+        let registries = Registries::new(config, metrics.clone())?;
+        let clients = (0..=roots.len()).map(|_| Mutex::new(Vec::new())).collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                images: globs(&config.images, "policies.image-signature.images")?,
+                skip: globs(&config.skip, "policies.image-signature.skip")?,
+                authorities,
+                roots,
+                clients,
+                registries,
+                cache: Cache::new(config.cache.size),
+                ttl: config.cache.ttl.0,
+                negative_ttl: config.cache.negative_ttl.0,
+                flights: Mutex::new(HashMap::new()),
+                metrics,
+                pin_digests: config.pin_digests,
+                max_idle_clients: config.max_concurrent_registry_calls,
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &SignatureMetrics {
+        &self.inner.metrics
+    }
+
+    /// Names of the configured authorities.
+    pub fn authorities(&self) -> Vec<String> {
+        authority::names(&self.inner.authorities)
+    }
+
+    /// Verify one image before `deadline`. Never fails: every problem is a [`Verification`].
+    pub async fn verify(&self, image: &str, deadline: Instant) -> Verification {
+        let v = self.verify_uncounted(image, deadline).await;
+        if let Some(result) = v.result_label() {
+            self.inner
+                .metrics
+                .verifications
+                .get_or_create(&ResultLabel { result })
+                .inc();
+        }
+        v
+    }
+
+    async fn verify_uncounted(&self, image: &str, deadline: Instant) -> Verification {
+        let inner = &self.inner;
+        let Some(r) = ImageRef::parse(image) else {
+            return Verification::TagUnresolvable {
+                reason: "not a valid image reference".into(),
+            };
+        };
+        let whole = r.whole();
+        if inner.skip.is_match(image) || inner.skip.is_match(&whole) {
+            return Verification::Skipped {
+                reason: "trusted without a signature by the platform (skip)".into(),
+            };
+        }
+        if !(inner.images.is_match(image) || inner.images.is_match(&whole)) {
+            return Verification::Skipped {
+                reason: "not among the images that need a signature (images)".into(),
+            };
+        }
+        if let Some(d) = r.digest() {
+            if !is_sha256_digest(d) {
+                return Verification::TagUnresolvable {
+                    reason: format!("unsupported digest {d:?} (expected sha256:<64 hex>)"),
+                };
+            }
+            if let Some(v) = inner.cached(&r.digest_key(d)) {
+                return v;
+            }
+        }
+        let key = r.flight_key();
+        let flight = {
+            let mut flights = inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+            flights
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let inner = Arc::clone(&self.inner);
+                    let r = r.clone();
+                    let handle = tokio::spawn(async move {
+                        let v = inner.resolve_and_verify(&r, deadline).await;
+                        inner
+                            .flights
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                        v
+                    });
+                    async move {
+                        handle
+                            .await
+                            .unwrap_or_else(|e| Verification::TagUnresolvable {
+                                reason: format!("internal error in the verification task: {e}"),
+                            })
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        match timeout_at(deadline, flight).await {
+            Ok(v) => v,
+            Err(_) => Verification::RegistryUnreachable {
+                registry: r.registry().to_owned(),
+                reason: "no answer before the review's deadline".into(),
+            },
+        }
+    }
+
+    /// Verify every image of a workload (each distinct image once, concurrently) and build
+    /// the findings and, when `pinDigests` is on, the pinning patch.
+    pub async fn check_workload(&self, workload: &Workload, deadline: Instant) -> SignatureReport {
+        let containers: Vec<(crate::workload::ContainerKind, usize, String, String)> = workload
+            .containers()
+            .filter_map(|c| {
+                c.image
+                    .map(|image| (c.kind, c.index, c.name.to_owned(), image.to_owned()))
+            })
+            .collect();
+        let mut distinct: Vec<&str> = containers.iter().map(|c| c.3.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let outcomes =
+            futures::future::join_all(distinct.iter().map(|image| self.verify(image, deadline)))
+                .await;
+        let by_image: HashMap<&str, Verification> = distinct.into_iter().zip(outcomes).collect();
+        let images: Vec<ImageVerification> = containers
+            .iter()
+            .map(|(kind, index, name, image)| ImageVerification {
+                kind: *kind,
+                index: *index,
+                container: name.clone(),
+                image: image.clone(),
+                verification: by_image.get(image.as_str()).cloned().unwrap_or(
+                    Verification::TagUnresolvable {
+                        reason: "internal error: image not verified".into(),
+                    },
+                ),
+            })
+            .collect();
+        SignatureReport {
+            findings: findings::findings(workload, &images),
+            patch: if self.inner.pin_digests {
+                findings::pins(workload, &images)
+            } else {
+                Vec::new()
+            },
+            images,
+        }
+    }
+}
+
+impl Inner {
+    /// A cache lookup by digest key, counted.
+    fn cached(&self, key: &str) -> Option<Verification> {
+        let hit = self.cache.get(key, Instant::now());
+        let result = match &hit {
+            Some(Verification::Verified { .. }) => "hit",
+            Some(_) => "negative_hit",
+            None => "miss",
+        };
+        self.metrics
+            .cache
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        hit
+    }
+
+    fn remember(&self, key: String, v: &Verification) {
+        let ttl = match v {
+            Verification::Verified { .. } => self.ttl,
+            Verification::Unsigned { .. }
+            | Verification::InvalidSignature { .. }
+            | Verification::NotFound { .. } => self.negative_ttl,
+            _ => return,
+        };
+        self.cache.insert(key, v.clone(), ttl, Instant::now());
+    }
+
+    fn unreachable(r: &ImageRef, reason: String) -> Verification {
+        Verification::RegistryUnreachable {
+            registry: r.registry().to_owned(),
+            reason,
+        }
+    }
+
+    async fn resolve_and_verify(&self, r: &ImageRef, deadline: Instant) -> Verification {
+        let pinned = r.digest().map(str::to_owned);
+        let lookup = match &pinned {
+            Some(d) => r.at_digest(d),
+            None => r.parsed.clone(),
+        };
+        // Resolve the tag, or check that the pinned digest exists.
+        let digest = match self.registries.manifest_digest(&lookup, deadline).await {
+            Ok(d) => pinned.clone().unwrap_or(d),
+            Err(Failure::NotFound(detail)) => {
+                let v = Verification::NotFound {
+                    reason: format!("{} is not in the registry ({detail})", lookup.whole()),
+                };
+                if let Some(d) = &pinned {
+                    self.remember(r.digest_key(d), &v);
+                }
+                return v;
+            }
+            Err(Failure::Unreachable(reason)) => return Self::unreachable(r, reason),
+            Err(Failure::Other(reason)) => return Verification::TagUnresolvable { reason },
+        };
+        if !is_sha256_digest(&digest) {
+            return Verification::TagUnresolvable {
+                reason: format!("the registry gave an unsupported digest {digest:?}"),
+            };
+        }
+        let key = r.digest_key(&digest);
+        if pinned.is_none() {
+            if let Some(v) = self.cached(&key) {
+                return v;
+            }
+        }
+        let v = self.verify_digest(r, &digest, deadline).await;
+        self.remember(key, &v);
+        v
+    }
+
+    async fn verify_digest(&self, r: &ImageRef, digest: &str, deadline: Instant) -> Verification {
+        let sig = r.signature_tag(digest);
+        match self.registries.manifest_digest(&sig, deadline).await {
+            Ok(_) => {}
+            Err(Failure::NotFound(_)) => {
+                return Verification::Unsigned {
+                    digest: digest.to_owned(),
+                    reason: format!("no cosign signature at {}", sig.whole()),
+                }
+            }
+            Err(Failure::Unreachable(reason)) => return Self::unreachable(r, reason),
+            Err(Failure::Other(reason)) => {
+                return Verification::TagUnresolvable {
+                    reason: format!("cannot read {}: {reason}", sig.whole()),
+                }
+            }
+        }
+        // One fetch per trust root in use: key authorities first (root-less client).
+        let mut groups: Vec<Option<usize>> =
+            self.authorities.iter().map(Authority::trust_root).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut layers_seen = 0usize;
+        for group in groups {
+            let layers = match self.fetch_layers(r, digest, group, deadline).await {
+                Ok(l) => l,
+                Err(v) => return v,
+            };
+            layers_seen = layers_seen.max(layers.len());
+            if let Some(a) = self
+                .authorities
+                .iter()
+                .filter(|a| a.trust_root() == group)
+                .find(|a| a.accepts(&layers))
+            {
+                return Verification::Verified {
+                    digest: digest.to_owned(),
+                    authority: a.name.clone(),
+                };
+            }
+        }
+        Verification::InvalidSignature {
+            digest: digest.to_owned(),
+            authorities: authority::names(&self.authorities),
+            reason: if layers_seen == 0 {
+                format!("{} holds no readable cosign signature", sig.whole())
+            } else {
+                format!("{layers_seen} signature(s) found, none made by a trusted authority")
+            },
+        }
+    }
+
+    fn client(
+        &self,
+        group: Option<usize>,
+    ) -> std::result::Result<sigstore::cosign::Client, String> {
+        let slot = group.map_or(0, |g| g + 1);
+        if let Some(c) = self.clients[slot]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+        {
+            return Ok(c);
+        }
+        let builder = sigstore::cosign::ClientBuilder::default()
+            .with_oci_client_config(self.registries.sigstore_config.clone());
+        let builder = match group {
+            None => builder,
+            Some(g) => builder
+                .with_trust_repository(&self.roots[g].root)
+                .map_err(|e| e.to_string())?,
+        };
+        builder.build().map_err(|e| e.to_string())
+    }
+
+    fn give_back(&self, group: Option<usize>, client: sigstore::cosign::Client) {
+        let slot = group.map_or(0, |g| g + 1);
+        let mut idle = self.clients[slot].lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle_clients {
+            idle.push(client);
+        }
+    }
+
+    /// The signature layers the sigstore crate trusts (certificates and bundles checked
+    /// against the trust root of `group`).
+    async fn fetch_layers(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        group: Option<usize>,
+        deadline: Instant,
+    ) -> std::result::Result<Vec<SignatureLayer>, Verification> {
+        let mut client = self
+            .client(group)
+            .map_err(|reason| Verification::TagUnresolvable {
+                reason: format!("cannot build the registry client: {reason}"),
+            })?;
+        let auth: sigstore::registry::Auth = (&self.registries.auth(r.registry())).into();
+        let source = sigstore::registry::OciReference::with_digest(
+            r.registry().to_owned(),
+            r.repository().to_owned(),
+            digest.to_owned(),
+        );
+        let out = self
+            .registries
+            .call(
+                r.registry(),
+                deadline,
+                |e: sigstore::errors::SigstoreError| Failure::Other(e.to_string()),
+                client.trusted_signature_layers(&auth, &source),
+            )
+            .await;
+        match out {
+            Ok(layers) if !layers.is_empty() => {
+                self.give_back(group, client);
+                Ok(layers)
+            }
+            Ok(_) | Err(Failure::Other(_)) | Err(Failure::NotFound(_)) => {
+                // The crate reports a failed signature download as "no layers": ask the
+                // registry again to tell an outage from an empty or unreadable signature.
+                let sig = r.signature_tag(digest);
+                match self.registries.manifest_digest(&sig, deadline).await {
+                    Err(Failure::Unreachable(reason)) => Err(Self::unreachable(r, reason)),
+                    _ => {
+                        if let Err(Failure::Other(reason)) = out {
+                            tracing::warn!(image = %r.written, %reason, "signature fetch failed");
+                        }
+                        Ok(Vec::new())
+                    }
+                }
+            }
+            Err(Failure::Unreachable(reason)) => Err(Self::unreachable(r, reason)),
+        }
+    }
+}
