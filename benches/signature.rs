@@ -34,13 +34,18 @@ fn cache_hit(c: &mut Criterion) {
         .expect("verifier");
     let image = format!("{}/bench/app:1.0@{digest}", registry.host());
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
-    assert!(rt.block_on(verifier.verify(&image, deadline())).is_allowed());
+    assert!(rt
+        .block_on(verifier.verify(&image, deadline()))
+        .is_allowed());
     let hits = verifier.metrics().cache_requests("hit");
 
     c.bench_function("signature_cache_hit", |b| {
         b.iter(|| rt.block_on(verifier.verify(std::hint::black_box(&image), deadline())))
     });
-    assert!(verifier.metrics().cache_requests("hit") > hits, "the loop hit the cache");
+    assert!(
+        verifier.metrics().cache_requests("hit") > hits,
+        "the loop hit the cache"
+    );
 }
 
 criterion_group!(benches, cache_hit);

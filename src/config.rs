@@ -993,6 +993,15 @@ impl Config {
             .is_some_and(|set| set.is_match(namespace))
     }
 
+    /// Whether a policy runs anywhere: its mode, or an override, is not `off`.
+    pub fn is_used_anywhere(&self, policy: PolicyId) -> bool {
+        self.policies.mode(policy) != Mode::Off
+            || self
+                .namespace_overrides
+                .iter()
+                .any(|o| o.policies.get(&policy).is_some_and(|m| *m != Mode::Off))
+    }
+
     /// The mode of a policy in a namespace, after overrides.
     pub fn mode(&self, policy: PolicyId, namespace: &str) -> Mode {
         for o in &self.namespace_overrides {
@@ -1099,7 +1108,14 @@ mod tests {
         assert!(s.pin_digests);
         assert_eq!(s.timeout.0, std::time::Duration::from_secs(3));
         assert_eq!(s.cache.negative_ttl.0, std::time::Duration::from_secs(30));
-        assert_eq!(Config::parse("{}", "x").unwrap().policies.image_signature.mode, Mode::Off);
+        assert_eq!(
+            Config::parse("{}", "x")
+                .unwrap()
+                .policies
+                .image_signature
+                .mode,
+            Mode::Off
+        );
     }
 
     #[test]
@@ -1126,8 +1142,13 @@ mod tests {
     fn enforcing_signatures_needs_an_authority_even_in_one_namespace() {
         let e = error("policies:\n  image-signature: {mode: enforce}\n");
         assert!(e.contains("policies.image-signature.authorities"), "{e}");
-        let e = error("namespaceOverrides:\n- namespaces: [prod]\n  policies: {image-signature: enforce}\n");
-        assert!(e.contains("namespaceOverrides[0].policies.image-signature"), "{e}");
+        let e = error(
+            "namespaceOverrides:\n- namespaces: [prod]\n  policies: {image-signature: enforce}\n",
+        );
+        assert!(
+            e.contains("namespaceOverrides[0].policies.image-signature"),
+            "{e}"
+        );
     }
 
     #[test]

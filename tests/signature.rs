@@ -6,8 +6,12 @@
 //! `/mutate` handlers call (`Verifier::check_workload`) with workloads decoded by the crate's
 //! own `Workload` view.
 
+mod common;
 #[path = "signature/harness.rs"]
 mod harness;
+#[path = "server/support.rs"]
+#[allow(dead_code)]
+mod support;
 
 use std::time::Duration;
 
@@ -25,6 +29,12 @@ fn deadline() -> Instant {
 
 /// A verifier trusting `keys` (name, public PEM) for images of `registry`.
 fn verifier_for(registry: &TestRegistry, keys: &[(&str, &str)], extra: &str) -> Verifier {
+    let config = Config::parse(&config_yaml(registry, keys, extra), "test").expect("valid config");
+    Verifier::new(&config.policies.image_signature, &mut Registry::default()).expect("verifier")
+}
+
+/// `policies/baseline.yaml` text enforcing signatures by `keys` for images of `registry`.
+fn config_yaml(registry: &TestRegistry, keys: &[(&str, &str)], extra: &str) -> String {
     let mut yaml =
         String::from("policies:\n  image-signature:\n    mode: enforce\n    authorities:\n");
     for (name, pem) in keys {
@@ -46,8 +56,7 @@ fn verifier_for(registry: &TestRegistry, keys: &[(&str, &str)], extra: &str) -> 
         ));
     }
     yaml.push_str(extra);
-    let config = Config::parse(&yaml, "test").expect("valid config");
-    Verifier::new(&config.policies.image_signature, &mut Registry::default()).expect("verifier")
+    yaml
 }
 
 fn deployment(images: &[(&str, &str)]) -> Workload {
@@ -508,4 +517,125 @@ async fn keyless_signatures_verify_offline_against_a_trust_root_made_here() {
         untrusting.verify(&image, deadline()).await,
         Verification::InvalidSignature { .. }
     ));
+}
+
+/// The webhook end to end over real TLS, as the API server would call it: `/mutate` pins a
+/// signed image to its verified digest, `/validate` allows the pinned Deployment, and an
+/// unsigned image is denied naming the container, the image and the reason.
+#[tokio::test]
+async fn through_the_webhook_mutate_pins_and_validate_allows_only_signed_images() {
+    use base64::Engine as _;
+    let registry = TestRegistry::start();
+    let key = TestKey::generate();
+    let digest = registry.push_image("shop/api", "1.4.2", "api").await;
+    registry.sign("shop/api", &digest, &key).await;
+    let unsigned = registry.push_image("shop/tool", "0.1", "tool").await;
+    assert!(!unsigned.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "baseline.yaml",
+        &config_yaml(&registry, &[("release", &key.public_pem)], ""),
+    );
+    let ts = support::TestServer::start_with(|s| {
+        s.config = Some(config);
+        s.exceptions = kube_baseline::server::ExceptionSource::Files {
+            dir: "policies/exceptions".into(),
+            adrs: "policies/adrs.yaml".into(),
+        };
+    })
+    .await;
+    support::eventually("the exception source syncs", || async {
+        support::ops_get(ts.server.ops_addr, "/health/ready")
+            .await
+            .0
+            == hyper::StatusCode::OK
+    })
+    .await;
+    let image = format!("{}/shop/api:1.4.2", registry.host());
+    let pod = |image: &str| {
+        let mut pod = common::compliant_pod();
+        pod["spec"]["initContainers"] = serde_json::json!([]);
+        pod["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .truncate(1);
+        pod["spec"]["containers"][0]["image"] = serde_json::json!(image);
+        pod
+    };
+    let deployment = |image: &str| {
+        common::workload(
+            WorkloadKind::Deployment,
+            "api",
+            "shop",
+            &pod(image),
+            Some(2),
+        )
+    };
+    let call = |path: &'static str, object: serde_json::Value| {
+        let ts = &ts;
+        async move {
+            let mut conn = support::Conn::open(ts.addr(), ts.client(&[b"h2"])).await;
+            let answer = conn.post_review(path, &common::create(&object)).await;
+            assert_eq!(answer.status, hyper::StatusCode::OK, "{}", answer.text());
+            support::json(&answer.body)["response"].clone()
+        }
+    };
+
+    let mutated = call("/mutate?timeout=10s", deployment(&image)).await;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(mutated["patch"].as_str().expect("a patch"))
+        .unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    let pinned = format!("{image}@{digest}");
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["op"] == "replace"
+                && op["path"] == "/spec/template/spec/containers/0/image"
+                && op["value"] == pinned.as_str()),
+        "{patch}"
+    );
+
+    let allowed = call("/validate?timeout=10s", deployment(&pinned)).await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+
+    let tool = format!("{}/shop/tool:0.1", registry.host());
+    let denied = call("/validate?timeout=10s", deployment(&tool)).await;
+    assert_eq!(denied["allowed"], false);
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "[image-signature] spec.template.spec.containers[0].image (container \"app\")"
+        ),
+        "{message}"
+    );
+    assert!(message.contains(&tool), "{message}");
+    assert!(
+        message.contains("Never waivable: image-signature."),
+        "{message}"
+    );
+
+    // A waiver (policies/exceptions/adr-0042-legacy-nginx.yaml) for a signed legacy nginx.
+    let mut legacy = pod(&pinned);
+    legacy["spec"]["containers"][0]["name"] = serde_json::json!("nginx");
+    legacy["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] =
+        serde_json::json!(false);
+    let legacy = common::workload(
+        WorkloadKind::Deployment,
+        "legacy-nginx-eu",
+        "payments",
+        &legacy,
+        Some(2),
+    );
+    let waived = call("/validate?timeout=10s", legacy).await;
+    assert_eq!(waived["allowed"], true, "{waived}");
+
+    // After denials, mutations, waivers, exceptions and registry calls, /metrics has exactly
+    // the families the alerts and the dashboard use.
+    let (_, text) = support::ops_get(ts.server.ops_addr, "/metrics").await;
+    common::assert_exposes_exactly_the_listed_metrics(&text);
 }

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Container, SecurityContext};
 use serde_json::{json, Map, Value};
 
 use super::review::{AdmissionRequest, AdmissionResponse, Operation};
-use super::validate::{namespace_of, subject, Subject};
+use super::validate::{namespace_of, subject, Prepared, Subject};
 use super::{Decision, Snapshot, Verdict};
 use crate::config::{Config, Defaults, Mode};
 use crate::policy::PolicyId;
@@ -33,15 +33,24 @@ pub const PATCH_TYPE: &str = "JSONPatch";
 ///
 /// Allowed always (the mutating webhook never denies for a policy finding; `/validate` does);
 /// skipped where `/validate` skips; invalid when the object cannot be read as its kind.
-pub fn mutate(snapshot: &Snapshot, request: &AdmissionRequest, _now: DateTime<Utc>) -> Decision {
+pub fn mutate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Decision {
+    match prepare(snapshot, request) {
+        Prepared::Decided(decision) => decision,
+        Prepared::Workload(workload) => finish(snapshot, request, &workload, Vec::new(), now),
+    }
+}
+
+/// Decide what needs no defaults and decode the workload of the others once. The server
+/// verifies image signatures (I/O) between [`prepare`] and [`finish`].
+pub fn prepare(snapshot: &Snapshot, request: &AdmissionRequest) -> Prepared {
     let workload = match subject(snapshot, request) {
         Subject::Workload(w) => w,
-        Subject::Skip => return Decision::skipped(&request.uid),
+        Subject::Skip => return Prepared::Decided(Decision::skipped(&request.uid)),
         Subject::Invalid(reason) => {
-            return Decision::of(
+            return Prepared::Decided(Decision::of(
                 AdmissionResponse::invalid(&request.uid, reason),
                 Verdict::Invalid,
-            )
+            ))
         }
     };
     // The pod spec of a Pod and the template of a Job cannot change after creation: a patch on
@@ -50,10 +59,26 @@ pub fn mutate(snapshot: &Snapshot, request: &AdmissionRequest, _now: DateTime<Ut
     if request.operation == Operation::Update
         && matches!(workload.kind, WorkloadKind::Pod | WorkloadKind::Job)
     {
-        return Decision::skipped(&request.uid);
+        return Prepared::Decided(Decision::skipped(&request.uid));
     }
+    Prepared::Workload(workload)
+}
+
+/// The defaults patch, followed by `pins` (the verified images' digests, from the server's
+/// signature check).
+pub fn finish(
+    snapshot: &Snapshot,
+    request: &AdmissionRequest,
+    workload: &Workload,
+    pins: Vec<PatchOperation>,
+    _now: DateTime<Utc>,
+) -> Decision {
     let namespace = namespace_of(request);
-    let (ops, mutations) = Defaulter::new(&snapshot.config, namespace, &workload).run();
+    let (mut ops, mut mutations) = Defaulter::new(&snapshot.config, namespace, workload).run();
+    if !pins.is_empty() {
+        ops.extend(pins);
+        mutations.push(PolicyId::ImageSignature);
+    }
 
     let mut response = AdmissionResponse::allow(&request.uid);
     if !ops.is_empty() {

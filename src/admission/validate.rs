@@ -48,7 +48,7 @@ pub(crate) fn subject(snapshot: &Snapshot, request: &AdmissionRequest) -> Subjec
     }
 }
 
-pub(crate) fn namespace_of(request: &AdmissionRequest) -> &str {
+pub fn namespace_of(request: &AdmissionRequest) -> &str {
     request
         .namespace
         .as_deref()
@@ -58,23 +58,50 @@ pub(crate) fn namespace_of(request: &AdmissionRequest) -> &str {
 
 /// Evaluate a review against the snapshot at time `now`.
 pub fn validate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Decision {
+    match prepare(snapshot, request, now) {
+        Prepared::Decided(decision) => decision,
+        Prepared::Workload(workload) => finish(snapshot, request, &workload, Vec::new(), now),
+    }
+}
+
+/// The first half of a review: decided already, or a workload to evaluate.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made and consumed once per review, never stored
+pub enum Prepared {
+    Decided(Decision),
+    Workload(Box<Workload>),
+}
+
+/// Decide what needs no evaluation (BaselineException reviews, skips, unreadable objects) and
+/// decode the workload of the others once. The server verifies image signatures (I/O) between
+/// [`prepare`] and [`finish`].
+pub fn prepare(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Prepared {
     // Before the DELETE skip of `subject`: deleting an exception is an approver's act too.
     if exceptions::admission::is_exception_review(request) {
-        return exceptions::admission::review(snapshot, request, now);
+        return Prepared::Decided(exceptions::admission::review(snapshot, request, now));
     }
-    let workload = match subject(snapshot, request) {
-        Subject::Workload(w) => w,
-        Subject::Skip => return Decision::skipped(&request.uid),
-        Subject::Invalid(reason) => {
-            return Decision::of(
-                AdmissionResponse::invalid(&request.uid, reason),
-                Verdict::Invalid,
-            )
-        }
-    };
+    match subject(snapshot, request) {
+        Subject::Workload(w) => Prepared::Workload(w),
+        Subject::Skip => Prepared::Decided(Decision::skipped(&request.uid)),
+        Subject::Invalid(reason) => Prepared::Decided(Decision::of(
+            AdmissionResponse::invalid(&request.uid, reason),
+            Verdict::Invalid,
+        )),
+    }
+}
+
+/// Evaluate the policies, add the `image-signature` findings the server verified, and decide.
+pub fn finish(
+    snapshot: &Snapshot,
+    request: &AdmissionRequest,
+    workload: &Workload,
+    signature_findings: Vec<Finding>,
+    now: DateTime<Utc>,
+) -> Decision {
     let namespace = namespace_of(request);
-    let findings = policy::evaluate(&snapshot.config, &workload, namespace);
-    decide(snapshot, &request.uid, &workload, namespace, findings, now)
+    let mut findings = policy::evaluate(&snapshot.config, workload, namespace);
+    findings.extend(signature_findings);
+    decide(snapshot, &request.uid, workload, namespace, findings, now)
 }
 
 /// Audit annotation keys. The API server records them as `<webhook name>/<key>`, so the key

@@ -30,6 +30,8 @@ use crate::config::{Config, ConfigError};
 use crate::exceptions::metrics::ExceptionMetrics;
 use crate::exceptions::source::{run_file_source, run_kube_source};
 use crate::metrics::Metrics;
+use crate::policy::PolicyId;
+use crate::signature::{SignatureMetrics, Verifier};
 
 pub use deadline::{parse_go_duration, Deadline};
 pub use ops::ops_router;
@@ -203,6 +205,8 @@ pub struct AppState {
     /// starts (see [`Server::start`]).
     pub registry: Arc<Registry>,
     pub limits: Limits,
+    /// Image signature verification, when `image-signature` is not `off` anywhere.
+    pub verifier: Option<Verifier>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -230,6 +234,7 @@ impl AppState {
             health: Arc::new(health),
             registry: Arc::new(registry),
             limits,
+            verifier: None,
         }
     }
 }
@@ -336,6 +341,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    #[error("policies.image-signature: {0}")]
+    Signature(#[from] crate::signature::SignatureError),
     #[error("--exceptions-dir: {0}")]
     Exceptions(#[from] crate::exceptions::source::SourceError),
     #[error("--watch-exceptions: cannot reach the Kubernetes API: {0}")]
@@ -386,6 +393,15 @@ impl Server {
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let exception_metrics = ExceptionMetrics::register(&mut registry);
+        let signature_metrics = SignatureMetrics::register(&mut registry);
+        let verifier = if config.is_used_anywhere(PolicyId::ImageSignature) {
+            Some(Verifier::with_metrics(
+                &config.policies.image_signature,
+                signature_metrics,
+            )?)
+        } else {
+            None
+        };
 
         let health = Arc::new(Health::default());
         health.set_config_loaded(true);
@@ -401,6 +417,7 @@ impl Server {
             health,
             registry: Arc::new(registry),
             limits: settings.limits,
+            verifier,
         };
         let exceptions_task =
             start_exception_source(&settings.exceptions, &state, config, exception_metrics).await?;

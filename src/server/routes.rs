@@ -154,14 +154,14 @@ async fn review(
 
     // Today's evaluation is synchronous and takes microseconds; image-signature verification
     // adds registry calls here, which the deadline bounds.
-    let decision = match tokio::time::timeout_at(until, evaluate(&state, endpoint, &request)).await
-    {
-        Ok(decision) => decision,
-        Err(_) => {
-            let problem = deadline_exceeded(&deadline, "evaluating the review");
-            return refuse(&state, endpoint, Some(&request), problem, started);
-        }
-    };
+    let decision =
+        match tokio::time::timeout_at(until, evaluate(&state, endpoint, &request, until)).await {
+            Ok(decision) => decision,
+            Err(_) => {
+                let problem = deadline_exceeded(&deadline, "evaluating the review");
+                return refuse(&state, endpoint, Some(&request), problem, started);
+            }
+        };
 
     let elapsed = started.elapsed();
     state
@@ -213,12 +213,60 @@ async fn read_review(
 
 /// The evaluation step. Async so that steps that wait (registry calls) fit in; the snapshot
 /// is held for the whole review, so a reload mid-review does not mix policies.
-async fn evaluate(state: &AppState, endpoint: Endpoint, request: &AdmissionRequest) -> Decision {
+/// Time kept for answering after the signature check gives up on a registry.
+const SIGNATURE_MARGIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn evaluate(
+    state: &AppState,
+    endpoint: Endpoint,
+    request: &AdmissionRequest,
+    until: tokio::time::Instant,
+) -> Decision {
+    use admission::{mutate, validate};
     let snapshot = state.snapshot.load_full();
     let now = chrono::Utc::now();
     match endpoint {
-        Endpoint::Validate => admission::validate(&snapshot, request, now),
-        Endpoint::Mutate => admission::mutate(&snapshot, request, now),
+        Endpoint::Validate => match validate::prepare(&snapshot, request, now) {
+            validate::Prepared::Decided(decision) => decision,
+            validate::Prepared::Workload(workload) => {
+                let report = signatures(state, &snapshot, request, &workload, until).await;
+                validate::finish(&snapshot, request, &workload, report.findings, now)
+            }
+        },
+        Endpoint::Mutate => match mutate::prepare(&snapshot, request) {
+            validate::Prepared::Decided(decision) => decision,
+            validate::Prepared::Workload(workload) => {
+                let report = signatures(state, &snapshot, request, &workload, until).await;
+                mutate::finish(&snapshot, request, &workload, report.patch, now)
+            }
+        },
+    }
+}
+
+/// Verify the workload's images when `image-signature` is on for its namespace: registry
+/// calls (usually a cache hit) that must end before the review's deadline.
+async fn signatures(
+    state: &AppState,
+    snapshot: &admission::Snapshot,
+    request: &AdmissionRequest,
+    workload: &crate::workload::Workload,
+    until: tokio::time::Instant,
+) -> crate::signature::SignatureReport {
+    let namespace = admission::validate::namespace_of(request);
+    match &state.verifier {
+        Some(verifier)
+            if snapshot
+                .config
+                .mode(crate::policy::PolicyId::ImageSignature, namespace)
+                != crate::config::Mode::Off =>
+        {
+            let deadline = until
+                .checked_sub(SIGNATURE_MARGIN)
+                .unwrap_or(until)
+                .max(tokio::time::Instant::now());
+            verifier.check_workload(workload, deadline).await
+        }
+        _ => crate::signature::SignatureReport::default(),
     }
 }
 

@@ -56,6 +56,20 @@ impl SignatureMetrics {
             "Duration of calls to OCI registries, by registry host",
             m.registry_duration.clone(),
         );
+        // Results known in advance start at 0, so rates and alerts see them from the start.
+        for result in [
+            "verified",
+            "unsigned",
+            "invalid_signature",
+            "not_found",
+            "registry_unreachable",
+            "error",
+        ] {
+            drop(m.verifications.get_or_create(&ResultLabel { result }));
+        }
+        for result in ["hit", "miss", "negative_hit"] {
+            drop(m.cache.get_or_create(&ResultLabel { result }));
+        }
         m
     }
 

@@ -112,3 +112,43 @@ pub fn compliant_pod() -> Value {
     .unwrap();
     serde_yaml::from_str(&text).unwrap()
 }
+
+/// Every family named in tests/data/metric-names.txt (which the alerting rules and the
+/// dashboard are checked against, in tests/deploy.rs) is in the `/metrics` exposition `text`,
+/// and nothing else is: a rename cannot silently break alerting.
+pub fn assert_exposes_exactly_the_listed_metrics(text: &str) {
+    use std::collections::BTreeSet;
+    let family = |name: &str| {
+        ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name)
+            .to_owned()
+    };
+    let exposed: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    let listed: BTreeSet<String> = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/metric-names.txt"
+    ))
+    .unwrap()
+    .lines()
+    .map(str::trim)
+    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    .map(family)
+    .collect();
+    let missing: Vec<_> = listed.difference(&exposed).collect();
+    let unlisted: Vec<_> = exposed.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "listed but not exposed: {missing:?}\n{text}"
+    );
+    assert!(
+        unlisted.is_empty(),
+        "exposed but not in tests/data/metric-names.txt: {unlisted:?}"
+    );
+}
