@@ -13,6 +13,8 @@ use crate::policy::PolicyId;
 /// The repository's `policies/baseline.yaml`, the default configuration.
 pub const EMBEDDED: &str = include_str!("../policies/baseline.yaml");
 
+/// Why a YAML file of the project (`baseline.yaml`, `adrs.yaml`) cannot be used; every
+/// message starts with the file and names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{origin}: cannot read: {source}")]
@@ -32,6 +34,33 @@ pub enum ConfigError {
         origin: String,
         problems: Vec<String>,
     },
+}
+
+/// Read a file for [`parse_yaml`]; the error names the path.
+pub(crate) fn read_file(path: &Path) -> Result<(String, String)> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        origin: origin.clone(),
+        source,
+    })?;
+    Ok((text, origin))
+}
+
+/// Deserialize YAML, naming the path of the field that does not fit (`policies.x.mode`).
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::Parse {
+            origin: origin.to_owned(),
+            path: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
+            message: e.into_inner().to_string(),
+        }
+    })
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -802,29 +831,13 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            origin: origin.clone(),
-            source,
-        })?;
+        let (text, origin) = read_file(path)?;
         Self::parse(&text, &origin)
     }
 
     /// Parse and validate; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let de = serde_yaml::Deserializer::from_str(text);
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::Parse {
-                origin: origin.to_owned(),
-                path: if path == "." {
-                    "(top level)".into()
-                } else {
-                    path
-                },
-                message: e.into_inner().to_string(),
-            }
-        })?;
+        let mut config: Config = parse_yaml(text, origin)?;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)

@@ -215,35 +215,36 @@ impl AdmissionResponse {
 
     /// A refusal with HTTP-style code 403 (`Forbidden`) and one message.
     pub fn deny(uid: impl Into<String>, message: String, causes: Vec<StatusCause>) -> Self {
-        Self {
-            uid: uid.into(),
-            allowed: false,
-            status: Some(Status {
-                status: "Failure".into(),
-                message,
-                reason: "Forbidden".into(),
-                code: 403,
-                details: (!causes.is_empty()).then(|| StatusDetails {
-                    causes,
-                    ..StatusDetails::default()
-                }),
-            }),
-            ..Self::default()
-        }
+        let details = (!causes.is_empty()).then(|| StatusDetails {
+            causes,
+            ..StatusDetails::default()
+        });
+        Self::failure(uid, message, "Forbidden", 403, details)
     }
 
     /// A review that was read but cannot be evaluated (e.g. an object that does not parse as
     /// its kind): refused with code 400 so the user sees why.
     pub fn invalid(uid: impl Into<String>, message: String) -> Self {
+        Self::failure(uid, message, "BadRequest", 400, None)
+    }
+
+    /// A refusal with a `metav1.Status`.
+    pub fn failure(
+        uid: impl Into<String>,
+        message: String,
+        reason: &str,
+        code: u16,
+        details: Option<StatusDetails>,
+    ) -> Self {
         Self {
             uid: uid.into(),
             allowed: false,
             status: Some(Status {
                 status: "Failure".into(),
                 message,
-                reason: "BadRequest".into(),
-                code: 400,
-                details: None,
+                reason: reason.into(),
+                code,
+                details,
             }),
             ..Self::default()
         }

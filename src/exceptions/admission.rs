@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 
 use super::model::{self, BaselineException};
 use super::validation::{self, Problem, Rules};
-use crate::admission::review::{AdmissionRequest, AdmissionResponse, Operation, StatusCause};
+use crate::admission::review::{
+    AdmissionRequest, AdmissionResponse, Operation, StatusCause, StatusDetails,
+};
 use crate::admission::{Decision, Snapshot, Verdict};
 
 /// Whether a review is about a `BaselineException`.
@@ -115,10 +117,11 @@ fn refuse(uid: &str, name: &str, problems: Vec<Problem>) -> Decision {
             field: p.field.clone(),
         })
         .collect();
-    let mut response = AdmissionResponse::deny(uid, text, causes);
-    if let Some(status) = response.status.as_mut() {
-        status.reason = "Invalid".into();
-        status.code = 422;
-    }
+    let details = StatusDetails {
+        name: name.to_owned(),
+        kind: "BaselineException".into(),
+        causes,
+    };
+    let response = AdmissionResponse::failure(uid, text, "Invalid", 422, Some(details));
     Decision::of(response, Verdict::Denied)
 }

@@ -52,26 +52,8 @@ struct AdrFile {
 }
 
 /// Why an ADR index could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum AdrError {
-    #[error("{origin}: cannot read: {source}")]
-    Read {
-        origin: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{origin}: {path}: {message}")]
-    Parse {
-        origin: String,
-        path: String,
-        message: String,
-    },
-    #[error("{origin}: {}", .problems.join("; "))]
-    Invalid {
-        origin: String,
-        problems: Vec<String>,
-    },
-}
+/// Why the ADR index cannot be used: the same errors as the policy configuration's.
+pub type AdrError = crate::config::ConfigError;
 
 /// The ADRs by id.
 #[derive(Debug, Clone, Default)]
@@ -82,11 +64,7 @@ pub struct AdrIndex {
 impl AdrIndex {
     /// Read and parse a file; `origin` in errors is the path.
     pub fn load(path: &Path) -> Result<Self, AdrError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| AdrError::Read {
-            origin: origin.clone(),
-            source,
-        })?;
+        let (text, origin) = crate::config::read_file(path)?;
         Self::parse(&text, &origin)
     }
 
@@ -95,19 +73,7 @@ impl AdrIndex {
         let file: AdrFile = if text.trim().is_empty() {
             AdrFile { adrs: Vec::new() }
         } else {
-            let de = serde_yaml::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                AdrError::Parse {
-                    origin: origin.to_owned(),
-                    path: if path == "." {
-                        "(top level)".into()
-                    } else {
-                        path
-                    },
-                    message: e.into_inner().to_string(),
-                }
-            })?
+            crate::config::parse_yaml(text, origin)?
         };
         let mut problems = Vec::new();
         let mut by_id = HashMap::with_capacity(file.adrs.len());
