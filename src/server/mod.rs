@@ -100,6 +100,10 @@ pub struct ServeArgs {
     #[arg(long, env = "KUBE_BASELINE_CERT_RECHECK", default_value = "60s",
           value_parser = deadline::parse_duration_arg)]
     pub cert_recheck: Duration,
+    /// Benchmark reference only: answer every review `allowed: true` after reading and
+    /// decoding it, with no evaluation, metrics or decision log (`benches/load.rs`).
+    #[arg(long, hide = true)]
+    pub reference_noop: bool,
 }
 
 /// Request limits the handlers apply.
@@ -226,6 +230,9 @@ pub struct Settings {
     /// Readiness waits for [`Health::set_exceptions_synced`]. Off until an exception source
     /// exists to set it.
     pub await_exception_sync: bool,
+    /// Serve [`routes::reference_noop_router`] instead of [`router`]: the same TLS, HTTP,
+    /// body limit, decode and encode with no evaluation. For the load bench's reference.
+    pub reference_noop: bool,
 }
 
 impl Settings {
@@ -244,6 +251,7 @@ impl Settings {
             shutdown_delay: Duration::ZERO,
             cert_recheck: DEFAULT_CERT_RECHECK,
             await_exception_sync: false,
+            reference_noop: false,
         }
     }
 
@@ -268,6 +276,7 @@ impl From<&ServeArgs> for Settings {
         settings.shutdown_grace = args.shutdown_grace;
         settings.shutdown_delay = args.shutdown_delay;
         settings.cert_recheck = args.cert_recheck;
+        settings.reference_noop = args.reference_noop;
         settings
     }
 }
@@ -346,11 +355,17 @@ impl Server {
         let webhook_addr = local_addr("--listen", &webhook_listener)?;
         let ops_addr = local_addr("--ops-listen", &ops_listener)?;
 
+        let app = if settings.reference_noop {
+            tracing::warn!("--reference-noop: every review is allowed without evaluation");
+            routes::reference_noop_router(state.clone())
+        } else {
+            router(state.clone())
+        };
         let (webhook_shutdown, webhook_rx) = watch::channel(false);
         let webhook_task = tokio::spawn(tls::serve(
             webhook_listener,
             acceptor,
-            router(state.clone()),
+            app,
             metrics.clone(),
             webhook_rx,
         ));

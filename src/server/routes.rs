@@ -32,6 +32,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The load bench's reference (`serve --reference-noop`): the same routes, TLS, body limit,
+/// decode and encode as [`router`], but every readable review is answered `allowed: true`
+/// with no evaluation, metrics or decision log. What the stack costs by itself.
+pub fn reference_noop_router(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(noop))
+        .route("/mutate", post(noop))
+        .with_state(state)
+}
+
+async fn noop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match read_review(&state, &headers, body).await {
+        Ok(request) => (
+            StatusCode::OK,
+            Json(admission::AdmissionResponse::allow(request.uid).into_review()),
+        )
+            .into_response(),
+        Err(problem) => error_response(&problem),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ReviewQuery {
     timeout: Option<String>,
