@@ -164,13 +164,16 @@ impl Flavour {
 /// The mix, in the order it is sent (cycled): 9 compliant Deployments, 9 compliant Pods, one
 /// violating Deployment and one violating Pod in 20. Half the compliant ones are the
 /// reviews captured from a real kube-apiserver, half are built from the policy table's
-/// compliant pod (2 containers and an init container).
+/// compliant pod (2 containers and an init container). All are compact JSON, as the API
+/// server sends them (the fixtures are indented for reading).
 fn mix() -> Vec<Bytes> {
     let captured = |name: &str| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/apiserver")
             .join(name);
-        Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let value: serde_json::Value = serde_json::from_slice(&text).expect("fixture is JSON");
+        Bytes::from(serde_json::to_vec(&value).expect("re-encode"))
     };
     let pod = common::compliant_pod();
     let mut bad = pod.clone();
@@ -870,7 +873,7 @@ fn main() {
     .expect("certificates");
     kube_baseline::certs::write(scratch.path(), &generated, true).expect("write certificates");
     let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut generated.ca_bundle().as_bytes()) {
+    for cert in rustls_pemfile::certs(&mut generated.ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

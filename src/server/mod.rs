@@ -6,6 +6,7 @@
 //! [`Server::shutdown`] on SIGTERM or SIGINT.
 
 pub mod deadline;
+pub mod log_writer;
 pub mod ops;
 pub mod routes;
 pub mod tls;
@@ -496,7 +497,23 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logging to stdout through [`log_writer`]. The guard flushes at the end of `serve`; `None`
+/// when no thread could be started (then lines go straight to stdout).
+fn init_tracing(format: LogFormat) -> Option<log_writer::LogGuard> {
+    match log_writer::LogWriter::spawn(std::io::stdout()) {
+        Ok((writer, guard)) => install_tracing(format, writer).then_some(guard),
+        Err(_) => {
+            install_tracing(format, std::io::stdout);
+            None
+        }
+    }
+}
+
+/// Whether this call installed the subscriber (a second call in one process keeps the first).
+fn install_tracing<W>(format: LogFormat, writer: W) -> bool
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
@@ -506,15 +523,14 @@ fn init_tracing(format: LogFormat) {
             .with_current_span(false)
             .with_span_list(false)
             .with_env_filter(filter)
-            .with_writer(std::io::stdout)
+            .with_writer(writer)
             .try_init(),
         LogFormat::Pretty => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stdout)
+            .with_writer(writer)
             .try_init(),
     };
-    // Already initialised (a second call in one process): keep the first.
-    let _ = result;
+    result.is_ok()
 }
 
 /// Resolves on SIGTERM or SIGINT, naming it.
@@ -538,7 +554,7 @@ async fn terminated() -> std::io::Result<&'static str> {
 
 /// `kube-baseline serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_tracing(args.log_format);
+    let _logs = init_tracing(args.log_format);
     if args.dev_certs {
         ensure_dev_certs(&args.tls_cert, &args.tls_key)?;
     }
