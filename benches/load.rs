@@ -39,7 +39,7 @@ use kube_baseline::workload::WorkloadKind;
 
 const USAGE: &str = "\
 cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
-                            [--h2-connections N] [--open-seconds S] [--client-threads N]
+                            [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
                             [--exceptions N] [--only h2|h1]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
@@ -55,6 +55,8 @@ struct Options {
     h2_connections: usize,
     /// Length of each open-loop run.
     open_seconds: f64,
+    /// The second open-loop rate, besides half of the no-op's peak.
+    fixed_rate: f64,
     /// Worker threads of the client's runtime.
     client_threads: usize,
     /// Exceptions written for the memory run.
@@ -70,6 +72,7 @@ impl Default for Options {
             concurrency: 32,
             h2_connections: 4,
             open_seconds: 3.0,
+            fixed_rate: 1000.0,
             client_threads: 2,
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
@@ -96,11 +99,16 @@ fn options() -> Options {
             "--h2-connections" => o.h2_connections = number(value(&arg)),
             "--client-threads" => o.client_threads = number(value(&arg)),
             "--exceptions" => o.exceptions = number(value(&arg)),
-            "--open-seconds" => {
+            "--open-seconds" | "--rate" => {
                 let text = value(&arg);
-                o.open_seconds = text
+                let v: f64 = text
                     .parse()
                     .unwrap_or_else(|_| panic!("not a number: {text}\n{USAGE}"));
+                if arg == "--rate" {
+                    o.fixed_rate = v;
+                } else {
+                    o.open_seconds = v;
+                }
             }
             "--only" => {
                 o.protocols = match value(&arg).as_str() {
@@ -558,13 +566,13 @@ struct Run {
     cpu_per_1k: f64,
     idle_rss_kib: u64,
     peak_rss_kib: u64,
-    open: Option<(f64, Measured)>,
+    /// (offered rate, what it got), one per open-loop phase.
+    open: Vec<(f64, Measured)>,
 }
 
-/// Whether a run ends with an open-loop phase, and at what rate.
+/// The rate of an open-loop phase after the closed loop.
 #[derive(Debug, Clone, Copy)]
 enum Open {
-    No,
     /// Half of the throughput this process just reached in the closed loop.
     HalfOfOwnPeak,
     Rate(f64),
@@ -594,7 +602,7 @@ impl Bench {
         Arc::new(config)
     }
 
-    fn run(&self, flavour: Flavour, protocol: Protocol, open: Open, extra: &[String]) -> Run {
+    fn run(&self, flavour: Flavour, protocol: Protocol, open: &[Open], extra: &[String]) -> Run {
         let child = spawn(&self.bin, &self.certs, flavour, extra);
         std::thread::sleep(Duration::from_millis(200));
         let idle_rss_kib = status_kib(child.pid, "VmRSS");
@@ -606,18 +614,15 @@ impl Bench {
             let closed = closed_loop(&conns, &self.reviews, o.requests, o.concurrency).await;
             let cpu = cpu_seconds(child.pid, self.ticks) - cpu_before;
             let peak_rss_kib = status_kib(child.pid, "VmHWM");
-            let rate = match open {
-                Open::No => None,
-                Open::HalfOfOwnPeak => Some(closed.throughput() / 2.0),
-                Open::Rate(rate) => Some(rate),
-            };
-            let open = match rate {
-                Some(rate) => {
-                    let measured = open_loop(&conns, &self.reviews, rate, o.open_seconds).await;
-                    Some((rate, measured))
-                }
-                None => None,
-            };
+            let mut phases = Vec::new();
+            for phase in open {
+                let rate = match *phase {
+                    Open::HalfOfOwnPeak => closed.throughput() / 2.0,
+                    Open::Rate(rate) => rate,
+                };
+                let measured = open_loop(&conns, &self.reviews, rate, o.open_seconds).await;
+                phases.push((rate, measured));
+            }
             Run {
                 flavour,
                 protocol,
@@ -625,7 +630,7 @@ impl Bench {
                 closed,
                 idle_rss_kib,
                 peak_rss_kib,
-                open,
+                open: phases,
             }
         })
     }
@@ -641,7 +646,7 @@ impl Run {
             ms(self.closed.percentile(99.0)),
             self.cpu_per_1k
         );
-        if let Some((rate, m)) = &self.open {
+        for (rate, m) in &self.open {
             line += &format!("; at {rate:.0}/s p99 {} ms", ms(m.percentile(99.0)));
         }
         line
@@ -714,15 +719,15 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
     }
     println!();
     println!(
-        "Open loop at half of the no-op's peak throughput on that protocol ({} s each; latency \
-         from when a review is due to its answer):",
-        o.open_seconds
+        "Open loop at half of the no-op's peak throughput on that protocol, and at {} reviews/s \
+         ({} s each; latency from when a review is due to its answer):",
+        o.fixed_rate, o.open_seconds
     );
     println!();
     println!("| server | protocol | offered reviews/s | achieved reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for run in runs {
-        if let Some((rate, m)) = &run.open {
+        for (rate, m) in &run.open {
             println!(
                 "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
                 run.flavour.name(),
@@ -847,7 +852,7 @@ fn exceptions_run(bench: &Bench, scratch: &Path) -> ExceptionsResult {
         return ExceptionsResult::NotYet(format!("{}: {e}", dir.display()));
     }
     let extra = [EXCEPTIONS_FLAG.to_owned(), dir.display().to_string()];
-    let run = bench.run(Flavour::Webhook, Protocol::H2, Open::No, &extra);
+    let run = bench.run(Flavour::Webhook, Protocol::H2, &[], &extra);
     ExceptionsResult::Measured {
         count: n,
         run: Box::new(run),
@@ -900,11 +905,12 @@ fn main() {
     };
     let mut runs = Vec::new();
     for &protocol in &options.protocols {
-        let noop = bench.run(Flavour::Noop, protocol, Open::HalfOfOwnPeak, &[]);
+        let fixed = Open::Rate(options.fixed_rate);
+        let noop = bench.run(Flavour::Noop, protocol, &[Open::HalfOfOwnPeak, fixed], &[]);
         let half = noop.closed.throughput() / 2.0;
         eprintln!("{}", noop.summary());
         runs.push(noop);
-        let webhook = bench.run(Flavour::Webhook, protocol, Open::Rate(half), &[]);
+        let webhook = bench.run(Flavour::Webhook, protocol, &[Open::Rate(half), fixed], &[]);
         eprintln!("{}", webhook.summary());
         runs.push(webhook);
     }
