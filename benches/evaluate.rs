@@ -23,8 +23,14 @@ fn reviews() -> Vec<(&'static str, Vec<u8>)> {
     bad["spec"]["hostNetwork"] = json!(true);
     let captured =
         std::fs::read("tests/data/apiserver/create-deployment-validate.json").expect("fixture");
+    // The fixture is indented for reading; the API server sends compact JSON.
+    let compact = serde_json::to_vec(
+        &serde_json::from_slice::<serde_json::Value>(&captured).expect("fixture is JSON"),
+    )
+    .expect("re-encode");
     vec![
         ("deployment-captured", captured),
+        ("deployment-captured-compact", compact),
         (
             "deployment-2-containers-compliant",
             common::create(&common::workload(

@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec, ReplicationController};
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// The kinds the engine evaluates. Anything else is allowed untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -170,12 +169,71 @@ fn parse<T: DeserializeOwned>(kind: WorkloadKind, json: &str) -> Result<T, Workl
     serde_json::from_str(json).map_err(|source| WorkloadError { kind, source })
 }
 
+// The outer layers of the eight kinds, reduced to the fields a [`Workload`] keeps; the pod
+// template inside is k8s-openapi's own `PodTemplateSpec` / `PodSpec`. Everything else in the
+// object (`metadata.managedFields`, the `last-applied-configuration` annotation, `status`,
+// the selector) is skipped by the parser without being built: on a Deployment captured from
+// a real API server, building `managedFields` alone was half of the decode. Like
+// k8s-openapi's types, a missing or `null` field is its default and unknown fields are
+// ignored; a field that is read and has the wrong type is an error naming the kind.
+
+/// `metadata` of a pod controller: its name and namespace only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    name: Option<String>,
+    generate_name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// `metadata` of a bare Pod, whose labels and annotations are the pod's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMeta {
+    name: Option<String>,
+    generate_name: Option<String>,
+    namespace: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Object<M, S> {
+    metadata: Option<M>,
+    spec: Option<S>,
+}
+
+/// Deployment, StatefulSet, ReplicaSet, ReplicationController.
+#[derive(Debug, Default, Deserialize)]
+struct ReplicatedSpec {
+    replicas: Option<i32>,
+    template: Option<PodTemplateSpec>,
+}
+
+/// DaemonSet, Job.
+#[derive(Debug, Default, Deserialize)]
+struct TemplateSpec {
+    template: Option<PodTemplateSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CronJobSpec {
+    job_template: Option<JobTemplateSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct JobTemplateSpec {
+    spec: Option<TemplateSpec>,
+}
+
 fn from_template(
     kind: WorkloadKind,
-    meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    meta: Option<Meta>,
     replicas: Option<i32>,
     template: Option<PodTemplateSpec>,
 ) -> Workload {
+    let meta = meta.unwrap_or_default();
     let template = template.unwrap_or_default();
     let pod_meta = template.metadata.unwrap_or_default();
     Workload {
@@ -190,59 +248,43 @@ fn from_template(
 }
 
 impl Workload {
-    /// Decode the raw JSON of an object of `kind` once, into its typed k8s-openapi struct.
+    /// Decode the raw JSON of an object of `kind` once: the pod template into k8s-openapi's
+    /// typed structs, and of the rest only what the policies read.
     pub fn from_json(kind: WorkloadKind, json: &str) -> Result<Self, WorkloadError> {
         Ok(match kind {
             WorkloadKind::Pod => {
-                let pod: Pod = parse(kind, json)?;
+                let pod: Object<PodMeta, PodSpec> = parse(kind, json)?;
+                let meta = pod.metadata.unwrap_or_default();
                 Workload {
                     kind,
-                    name: pod
-                        .metadata
-                        .name
-                        .or(pod.metadata.generate_name)
-                        .unwrap_or_default(),
-                    namespace: pod.metadata.namespace,
+                    name: meta.name.or(meta.generate_name).unwrap_or_default(),
+                    namespace: meta.namespace,
                     replicas: None,
-                    pod_labels: pod.metadata.labels.unwrap_or_default(),
-                    pod_annotations: pod.metadata.annotations.unwrap_or_default(),
+                    pod_labels: meta.labels.unwrap_or_default(),
+                    pod_annotations: meta.annotations.unwrap_or_default(),
                     spec: pod.spec.unwrap_or_default(),
                 }
             }
-            WorkloadKind::Deployment => {
-                let o: Deployment = parse(kind, json)?;
-                let spec = o.spec;
-                from_template(kind, o.metadata, spec.replicas, Some(spec.template))
-            }
-            WorkloadKind::StatefulSet => {
-                let o: StatefulSet = parse(kind, json)?;
-                let spec = o.spec;
-                from_template(kind, o.metadata, spec.replicas, Some(spec.template))
-            }
-            WorkloadKind::DaemonSet => {
-                let o: DaemonSet = parse(kind, json)?;
-                let spec = o.spec;
-                from_template(kind, o.metadata, None, Some(spec.template))
-            }
-            WorkloadKind::ReplicaSet => {
-                let o: ReplicaSet = parse(kind, json)?;
-                let spec = o.spec;
-                from_template(kind, o.metadata, spec.replicas, spec.template)
-            }
-            WorkloadKind::ReplicationController => {
-                let o: ReplicationController = parse(kind, json)?;
+            WorkloadKind::Deployment
+            | WorkloadKind::StatefulSet
+            | WorkloadKind::ReplicaSet
+            | WorkloadKind::ReplicationController => {
+                let o: Object<Meta, ReplicatedSpec> = parse(kind, json)?;
                 let spec = o.spec.unwrap_or_default();
                 from_template(kind, o.metadata, spec.replicas, spec.template)
             }
-            WorkloadKind::Job => {
-                let o: Job = parse(kind, json)?;
+            WorkloadKind::DaemonSet | WorkloadKind::Job => {
+                let o: Object<Meta, TemplateSpec> = parse(kind, json)?;
                 let spec = o.spec.unwrap_or_default();
-                from_template(kind, o.metadata, None, Some(spec.template))
+                from_template(kind, o.metadata, None, spec.template)
             }
             WorkloadKind::CronJob => {
-                let o: CronJob = parse(kind, json)?;
-                let spec = o.spec;
-                let template = spec.job_template.spec.map(|job| job.template);
+                let o: Object<Meta, CronJobSpec> = parse(kind, json)?;
+                let template = o
+                    .spec
+                    .and_then(|spec| spec.job_template)
+                    .and_then(|job| job.spec)
+                    .and_then(|job| job.template);
                 from_template(kind, o.metadata, None, template)
             }
         })

@@ -3,7 +3,8 @@
 //! We keep our own small types instead of kube-core's because the response's `patch` must be a
 //! base64 *string* (Go's `encoding/json` decodes `[]byte` from base64; kube-core writes an array
 //! of numbers) and because the object is kept as raw JSON until the kind is known, so it is
-//! decoded exactly once, into the typed k8s-openapi struct of that kind.
+//! decoded exactly once, for that kind: its pod template into k8s-openapi's typed structs,
+//! and of the rest only what the policies read (see `Workload::from_json`).
 
 use std::collections::BTreeMap;
 

@@ -6,6 +6,7 @@
 //! [`Server::shutdown`] on SIGTERM or SIGINT.
 
 pub mod deadline;
+pub mod log_writer;
 pub mod ops;
 pub mod routes;
 pub mod tls;
@@ -119,6 +120,10 @@ pub struct ServeArgs {
     #[arg(long, env = "KUBE_BASELINE_CERT_RECHECK", default_value = "60s",
           value_parser = deadline::parse_duration_arg)]
     pub cert_recheck: Duration,
+    /// Benchmark reference only: answer every review `allowed: true` after reading and
+    /// decoding it, with no evaluation, metrics or decision log (`benches/load.rs`).
+    #[arg(long, hide = true)]
+    pub reference_noop: bool,
 }
 
 /// Request limits the handlers apply.
@@ -254,6 +259,9 @@ pub struct Settings {
     /// Readiness waits for [`Health::set_exceptions_synced`] (always, when an exception
     /// source is configured).
     pub await_exception_sync: bool,
+    /// Serve [`routes::reference_noop_router`] instead of [`router`]: the same TLS, HTTP,
+    /// body limit, decode and encode with no evaluation. For the load bench's reference.
+    pub reference_noop: bool,
     pub exceptions: ExceptionSource,
 }
 
@@ -286,6 +294,7 @@ impl Settings {
             cert_recheck: DEFAULT_CERT_RECHECK,
             await_exception_sync: false,
             exceptions: ExceptionSource::None,
+            reference_noop: false,
         }
     }
 
@@ -318,6 +327,7 @@ impl From<&ServeArgs> for Settings {
             (None, true, Some(adrs)) => ExceptionSource::Kubernetes { adrs: adrs.clone() },
             _ => ExceptionSource::None,
         };
+        settings.reference_noop = args.reference_noop;
         settings
     }
 }
@@ -430,11 +440,17 @@ impl Server {
         let webhook_addr = local_addr("--listen", &webhook_listener)?;
         let ops_addr = local_addr("--ops-listen", &ops_listener)?;
 
+        let app = if settings.reference_noop {
+            tracing::warn!("--reference-noop: every review is allowed without evaluation");
+            routes::reference_noop_router(state.clone())
+        } else {
+            router(state.clone())
+        };
         let (webhook_shutdown, webhook_rx) = watch::channel(false);
         let webhook_task = tokio::spawn(tls::serve(
             webhook_listener,
             acceptor,
-            router(state.clone()),
+            app,
             metrics.clone(),
             webhook_rx,
         ));
@@ -619,7 +635,23 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logging to stdout through [`log_writer`]. The guard flushes at the end of `serve`; `None`
+/// when no thread could be started (then lines go straight to stdout).
+fn init_tracing(format: LogFormat) -> Option<log_writer::LogGuard> {
+    match log_writer::LogWriter::spawn(std::io::stdout()) {
+        Ok((writer, guard)) => install_tracing(format, writer).then_some(guard),
+        Err(_) => {
+            install_tracing(format, std::io::stdout);
+            None
+        }
+    }
+}
+
+/// Whether this call installed the subscriber (a second call in one process keeps the first).
+fn install_tracing<W>(format: LogFormat, writer: W) -> bool
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
@@ -629,15 +661,14 @@ fn init_tracing(format: LogFormat) {
             .with_current_span(false)
             .with_span_list(false)
             .with_env_filter(filter)
-            .with_writer(std::io::stdout)
+            .with_writer(writer)
             .try_init(),
         LogFormat::Pretty => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stdout)
+            .with_writer(writer)
             .try_init(),
     };
-    // Already initialised (a second call in one process): keep the first.
-    let _ = result;
+    result.is_ok()
 }
 
 /// Resolves on SIGTERM or SIGINT, naming it.
@@ -662,7 +693,7 @@ async fn terminated() -> std::io::Result<&'static str> {
 /// `kube-baseline serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     args.check()?;
-    init_tracing(args.log_format);
+    let _logs = init_tracing(args.log_format);
     if args.dev_certs {
         ensure_dev_certs(&args.tls_cert, &args.tls_key)?;
     }

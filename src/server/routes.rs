@@ -32,6 +32,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The load bench's reference (`serve --reference-noop`): the same routes, TLS, body limit,
+/// decode and encode as [`router`], but every readable review is answered `allowed: true`
+/// with no evaluation, metrics or decision log. What the stack costs by itself.
+pub fn reference_noop_router(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(noop))
+        .route("/mutate", post(noop))
+        .with_state(state)
+}
+
+async fn noop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match read_review(&state, &headers, body).await {
+        Ok(request) => (
+            StatusCode::OK,
+            Json(admission::AdmissionResponse::allow(request.uid).into_review()),
+        )
+            .into_response(),
+        Err(problem) => error_response(&problem),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ReviewQuery {
     timeout: Option<String>,
@@ -297,8 +318,19 @@ fn micros(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn join<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> String {
-    items.into_iter().map(f).collect::<Vec<_>>().join(",")
+/// Items separated by commas, formatted straight into the log line (no intermediate strings).
+struct Comma<'a, T>(&'a [T]);
+
+impl<T: std::fmt::Display> std::fmt::Display for Comma<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            item.fmt(f)?;
+        }
+        Ok(())
+    }
 }
 
 /// The one decision line per review. Never the object's contents.
@@ -325,10 +357,10 @@ fn log_decision(
         user = %request.user_info.username,
         dry_run = request.dry_run.unwrap_or(false),
         verdict = decision.verdict.as_str(),
-        denied = %join(&decision.denied_by, |p| p.as_str().to_owned()),
-        warned = %join(&decision.warned_by, |p| p.as_str().to_owned()),
-        adrs = %adrs.join(","),
-        mutations = %join(&decision.mutations, |p| p.as_str().to_owned()),
+        denied = %Comma(&decision.denied_by),
+        warned = %Comma(&decision.warned_by),
+        adrs = %Comma(&adrs),
+        mutations = %Comma(&decision.mutations),
         latency_us = micros(elapsed),
         "decision"
     );

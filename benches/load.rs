@@ -1,0 +1,935 @@
+//! The load bench: the release `kube-baseline` binary, as a child process on 127.0.0.1 with
+//! real TLS, against `serve --reference-noop` (the same binary, TLS, HTTP, body limit, decode
+//! and encode, no evaluation) as the physical limit of this machine.
+//!
+//! `cargo bench --bench load` (builds the release binary; flags after `--`, see [`USAGE`]).
+//!
+//! Each server × protocol gets a fresh process, so its CPU seconds (utime + stime from
+//! `/proc/<pid>/stat`) and peak RSS (`VmHWM` from `/proc/<pid>/status`) are its own. One
+//! client drives each the same way: a closed loop with a fixed number of requests in flight
+//! (warm-up, then a bounded number of measured reviews), then an open loop at half of the
+//! no-op's peak throughput on that protocol. The reviews are a fixed mix of Deployments and
+//! Pods built from `tests/data`, 10% of them violating.
+//!
+//! The server writes its JSON logs (one decision line per review) to a pipe that a thread of
+//! the bench drains, as a container runtime would.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use kube_baseline::workload::WorkloadKind;
+
+const USAGE: &str = "\
+cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
+                            [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
+                            [--exceptions N] [--only h2|h1]
+  KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
+
+#[derive(Debug, Clone)]
+struct Options {
+    /// Measured reviews per closed-loop run.
+    requests: usize,
+    /// Reviews sent before measuring, on the same connections.
+    warmup: usize,
+    /// Requests in flight in the closed loop; also the number of HTTP/1.1 connections.
+    concurrency: usize,
+    /// HTTP/2 connections the in-flight requests are spread over.
+    h2_connections: usize,
+    /// Length of each open-loop run.
+    open_seconds: f64,
+    /// The second open-loop rate, besides half of the no-op's peak.
+    fixed_rate: f64,
+    /// Worker threads of the client's runtime.
+    client_threads: usize,
+    /// Exceptions written for the memory run.
+    exceptions: usize,
+    protocols: Vec<Protocol>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            requests: 20_000,
+            warmup: 2_000,
+            concurrency: 32,
+            h2_connections: 4,
+            open_seconds: 3.0,
+            fixed_rate: 1000.0,
+            client_threads: 2,
+            exceptions: 10_000,
+            protocols: vec![Protocol::H2, Protocol::H1],
+        }
+    }
+}
+
+fn options() -> Options {
+    let mut o = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| -> String {
+            args.next()
+                .unwrap_or_else(|| panic!("{name} needs a value\n{USAGE}"))
+        };
+        let number = |text: String| -> usize {
+            text.parse()
+                .unwrap_or_else(|_| panic!("not a number: {text}\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--requests" => o.requests = number(value(&arg)),
+            "--warmup" => o.warmup = number(value(&arg)),
+            "--concurrency" => o.concurrency = number(value(&arg)),
+            "--h2-connections" => o.h2_connections = number(value(&arg)),
+            "--client-threads" => o.client_threads = number(value(&arg)),
+            "--exceptions" => o.exceptions = number(value(&arg)),
+            "--open-seconds" | "--rate" => {
+                let text = value(&arg);
+                let v: f64 = text
+                    .parse()
+                    .unwrap_or_else(|_| panic!("not a number: {text}\n{USAGE}"));
+                if arg == "--rate" {
+                    o.fixed_rate = v;
+                } else {
+                    o.open_seconds = v;
+                }
+            }
+            "--only" => {
+                o.protocols = match value(&arg).as_str() {
+                    "h2" => vec![Protocol::H2],
+                    "h1" => vec![Protocol::H1],
+                    other => panic!("--only h2|h1, not {other}\n{USAGE}"),
+                }
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            // `cargo bench` passes `--bench`; a filter may follow.
+            _ => {}
+        }
+    }
+    assert!(o.concurrency > 0 && o.h2_connections > 0 && o.requests > 0);
+    o
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    H2,
+    H1,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::H2 => "HTTP/2",
+            Protocol::H1 => "HTTP/1.1",
+        }
+    }
+
+    fn alpn(self) -> &'static [u8] {
+        match self {
+            Protocol::H2 => b"h2",
+            Protocol::H1 => b"http/1.1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    Noop,
+    Webhook,
+}
+
+impl Flavour {
+    fn name(self) -> &'static str {
+        match self {
+            Flavour::Noop => "no-op reference",
+            Flavour::Webhook => "kube-baseline",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The reviews.
+
+/// The mix, in the order it is sent (cycled): 9 compliant Deployments, 9 compliant Pods, one
+/// violating Deployment and one violating Pod in 20. Half the compliant ones are the
+/// reviews captured from a real kube-apiserver, half are built from the policy table's
+/// compliant pod (2 containers and an init container). All are compact JSON, as the API
+/// server sends them (the fixtures are indented for reading).
+fn mix() -> Vec<Bytes> {
+    let captured = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/apiserver")
+            .join(name);
+        let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let value: serde_json::Value = serde_json::from_slice(&text).expect("fixture is JSON");
+        Bytes::from(serde_json::to_vec(&value).expect("re-encode"))
+    };
+    let pod = common::compliant_pod();
+    let mut bad = pod.clone();
+    bad["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 0});
+    bad["spec"]["containers"][1]["resources"] = json!({});
+    bad["spec"]["hostNetwork"] = json!(true);
+    let build = |kind, name, pod: &serde_json::Value, replicas| {
+        Bytes::from(common::create(&common::workload(
+            kind, name, "shop", pod, replicas,
+        )))
+    };
+    let deployment_captured = captured("create-deployment-validate.json");
+    let pod_captured = captured("create-pod-validate.json");
+    let deployment = build(WorkloadKind::Deployment, "api", &pod, Some(3));
+    let bare_pod = build(WorkloadKind::Pod, "api-7d9f", &pod, None);
+    let deployment_bad = build(WorkloadKind::Deployment, "legacy", &bad, Some(2));
+    let pod_bad = build(WorkloadKind::Pod, "debug", &bad, None);
+
+    let mut reviews = Vec::with_capacity(20);
+    for i in 0..9 {
+        let (d, p) = if i % 2 == 0 {
+            (&deployment_captured, &pod_captured)
+        } else {
+            (&deployment, &bare_pod)
+        };
+        reviews.push(d.clone());
+        reviews.push(p.clone());
+        if i == 4 {
+            reviews.push(deployment_bad.clone());
+        }
+    }
+    reviews.push(pod_bad);
+    assert_eq!(reviews.len(), 20);
+    reviews
+}
+
+// ---------------------------------------------------------------------------------------
+// The server, as a child process.
+
+struct Child {
+    child: std::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBE_BASELINE_BIN") {
+        return PathBuf::from(path);
+    }
+    // Cargo builds the package's binaries with the bench profile (release) before the bench.
+    PathBuf::from(env!("CARGO_BIN_EXE_kube-baseline"))
+}
+
+fn spawn(bin: &Path, certs: &Path, flavour: Flavour, extra: &[String]) -> Child {
+    let mut command = Command::new(bin);
+    command
+        .arg("serve")
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if flavour == Flavour::Noop {
+        command.arg("--reference-noop");
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Drains the logs for the process's life; reports the webhook address once.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.is_some() && line.contains("\"listening\"") {
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if let Some(addr) = value["webhook"].as_str().and_then(|a| a.parse().ok()) {
+                    let _ = tx.take().map(|tx| tx.send(addr));
+                }
+            }
+        }
+    });
+    let pid = child.id();
+    let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let status = child.try_wait().ok().flatten();
+            let _ = child.kill();
+            panic!(
+                "{} serve did not log `listening` (exit: {status:?})",
+                bin.display()
+            );
+        }
+    };
+    Child { child, pid, addr }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> f64 {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field(14) + field(15)) / ticks_per_second
+}
+
+/// A `/proc/<pid>/status` line in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// The client.
+
+#[derive(Clone)]
+enum Sender {
+    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+async fn connect(addr: SocketAddr, config: Arc<ClientConfig>, protocol: Protocol) -> Sender {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = ServerName::IpAddress(addr.ip().into());
+    let tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(protocol.alpn()));
+    let io = TokioIo::new(tls);
+    match protocol {
+        Protocol::H2 => {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .expect("HTTP/2 handshake");
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        }
+        Protocol::H1 => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("HTTP/1.1 handshake");
+            tokio::spawn(conn);
+            Sender::H1(Arc::new(tokio::sync::Mutex::new(sender)))
+        }
+    }
+}
+
+/// What one review got: whether it was denied.
+async fn send(sender: &Sender, body: Bytes) -> bool {
+    // The API server's form: `?timeout=` from the webhook configuration's timeoutSeconds.
+    let (uri, h2) = match sender {
+        Sender::H2(_) => ("https://127.0.0.1/validate?timeout=10s", true),
+        Sender::H1(_) => ("/validate?timeout=10s", false),
+    };
+    let mut builder = Request::post(uri).header(hyper::header::CONTENT_TYPE, "application/json");
+    if !h2 {
+        builder = builder.header(hyper::header::HOST, "127.0.0.1");
+    }
+    let request = builder.body(Full::new(body)).expect("request");
+    let response = match sender {
+        Sender::H2(sender) => {
+            let mut sender = sender.clone();
+            sender.ready().await.expect("HTTP/2 ready");
+            sender.send_request(request).await
+        }
+        Sender::H1(sender) => {
+            let mut sender = sender.lock().await;
+            sender.ready().await.expect("HTTP/1.1 ready");
+            sender.send_request(request).await
+        }
+    }
+    .expect("response");
+    assert_eq!(
+        response.status(),
+        200,
+        "a review got HTTP {}",
+        response.status()
+    );
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    memchr(b"\"allowed\":false", &body)
+}
+
+fn memchr(needle: &[u8], haystack: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+struct Connections {
+    senders: Vec<Sender>,
+}
+
+impl Connections {
+    async fn open(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        protocol: Protocol,
+        o: &Options,
+    ) -> Self {
+        let n = match protocol {
+            Protocol::H2 => o.h2_connections,
+            Protocol::H1 => o.concurrency,
+        };
+        let mut senders = Vec::with_capacity(n);
+        for _ in 0..n {
+            senders.push(connect(addr, config.clone(), protocol).await);
+        }
+        Self { senders }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Measured {
+    /// Latencies in nanoseconds, sorted.
+    latencies: Vec<u64>,
+    elapsed: Duration,
+    denied: usize,
+}
+
+impl Measured {
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        Duration::from_nanos(self.latencies[rank.clamp(1, self.latencies.len()) - 1])
+    }
+}
+
+/// `count` reviews with `concurrency` in flight: each worker sends its next review when the
+/// previous one is answered.
+async fn closed_loop(
+    conns: &Connections,
+    reviews: &Arc<Vec<Bytes>>,
+    count: usize,
+    concurrency: usize,
+) -> Measured {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let sender = conns.senders[w % conns.senders.len()].clone();
+        let next = next.clone();
+        let reviews = reviews.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count / concurrency + 1);
+            let mut denied = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let body = reviews[i % reviews.len()].clone();
+                let t0 = Instant::now();
+                denied += usize::from(send(&sender, body).await);
+                latencies.push(t0.elapsed().as_nanos() as u64);
+            }
+            (latencies, denied)
+        }));
+    }
+    let mut measured = Measured::default();
+    for worker in workers {
+        let (latencies, denied) = worker.await.expect("worker");
+        measured.latencies.extend(latencies);
+        measured.denied += denied;
+    }
+    measured.elapsed = started.elapsed();
+    measured.latencies.sort_unstable();
+    measured
+}
+
+/// Reviews at a fixed rate for `seconds`, whatever the answers' pace (open loop). Latency runs
+/// from the moment a review is due to be sent (after the client's timer fires) until its
+/// answer, including any wait for a free HTTP/1.1 connection.
+async fn open_loop(
+    conns: &Connections,
+    reviews: &Arc<Vec<Bytes>>,
+    rate: f64,
+    seconds: f64,
+) -> Measured {
+    let count = (rate * seconds).round().max(1.0) as usize;
+    // HTTP/1.1: a pool of idle connections; HTTP/2: round robin over the connections.
+    let idle = Arc::new(Mutex::new(conns.senders.clone()));
+    let permits = Arc::new(tokio::sync::Semaphore::new(conns.senders.len()));
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        let t0 = Instant::now();
+        let body = reviews[i % reviews.len()].clone();
+        let task = match &conns.senders[0] {
+            Sender::H2(_) => {
+                let sender = conns.senders[i % conns.senders.len()].clone();
+                tokio::spawn(async move {
+                    let denied = send(&sender, body).await;
+                    (t0.elapsed(), denied)
+                })
+            }
+            Sender::H1(_) => {
+                let idle = idle.clone();
+                let permits = permits.clone();
+                tokio::spawn(async move {
+                    let _permit = permits.acquire().await.expect("semaphore");
+                    let sender = idle.lock().expect("pool").pop().expect("a free connection");
+                    let denied = send(&sender, body).await;
+                    idle.lock().expect("pool").push(sender);
+                    (t0.elapsed(), denied)
+                })
+            }
+        };
+        tasks.push(task);
+    }
+    let mut measured = Measured::default();
+    for task in tasks {
+        let (latency, denied) = task.await.expect("request task");
+        measured.latencies.push(latency.as_nanos() as u64);
+        measured.denied += usize::from(denied);
+    }
+    measured.elapsed = started.elapsed();
+    measured.latencies.sort_unstable();
+    measured
+}
+
+// ---------------------------------------------------------------------------------------
+// One run, and the report.
+
+struct Run {
+    flavour: Flavour,
+    protocol: Protocol,
+    closed: Measured,
+    cpu_per_1k: f64,
+    idle_rss_kib: u64,
+    peak_rss_kib: u64,
+    /// (offered rate, what it got), one per open-loop phase.
+    open: Vec<(f64, Measured)>,
+}
+
+/// The rate of an open-loop phase after the closed loop.
+#[derive(Debug, Clone, Copy)]
+enum Open {
+    /// Half of the throughput this process just reached in the closed loop.
+    HalfOfOwnPeak,
+    Rate(f64),
+}
+
+struct Bench {
+    options: Options,
+    bin: PathBuf,
+    certs: PathBuf,
+    roots: RootCertStore,
+    reviews: Arc<Vec<Bytes>>,
+    ticks: f64,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    /// A fresh server process; warm-up, the closed loop, then (if `open_rate`) the open loop.
+    fn client(&self, protocol: Protocol) -> Arc<ClientConfig> {
+        let mut config = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(self.roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![protocol.alpn().to_vec()];
+        Arc::new(config)
+    }
+
+    fn run(&self, flavour: Flavour, protocol: Protocol, open: &[Open], extra: &[String]) -> Run {
+        let child = spawn(&self.bin, &self.certs, flavour, extra);
+        std::thread::sleep(Duration::from_millis(200));
+        let idle_rss_kib = status_kib(child.pid, "VmRSS");
+        let o = &self.options;
+        self.runtime.block_on(async {
+            let conns = Connections::open(child.addr, self.client(protocol), protocol, o).await;
+            closed_loop(&conns, &self.reviews, o.warmup, o.concurrency).await;
+            let cpu_before = cpu_seconds(child.pid, self.ticks);
+            let closed = closed_loop(&conns, &self.reviews, o.requests, o.concurrency).await;
+            let cpu = cpu_seconds(child.pid, self.ticks) - cpu_before;
+            let peak_rss_kib = status_kib(child.pid, "VmHWM");
+            let mut phases = Vec::new();
+            for phase in open {
+                let rate = match *phase {
+                    Open::HalfOfOwnPeak => closed.throughput() / 2.0,
+                    Open::Rate(rate) => rate,
+                };
+                let measured = open_loop(&conns, &self.reviews, rate, o.open_seconds).await;
+                phases.push((rate, measured));
+            }
+            Run {
+                flavour,
+                protocol,
+                cpu_per_1k: cpu / closed.latencies.len() as f64 * 1000.0,
+                closed,
+                idle_rss_kib,
+                peak_rss_kib,
+                open: phases,
+            }
+        })
+    }
+}
+
+impl Run {
+    fn summary(&self) -> String {
+        let mut line = format!(
+            "{} {}: {:.0} reviews/s, p99 {} ms, {:.3} CPU s / 1k",
+            self.flavour.name(),
+            self.protocol.name(),
+            self.closed.throughput(),
+            ms(self.closed.percentile(99.0)),
+            self.cpu_per_1k
+        );
+        for (rate, m) in &self.open {
+            line += &format!("; at {rate:.0}/s p99 {} ms", ms(m.percentile(99.0)));
+        }
+        line
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 {
+        "-".into()
+    } else {
+        format!("×{:.2}", a / b)
+    }
+}
+
+fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
+    println!();
+    println!(
+        "Closed loop: {} reviews measured after {} warm-up, {} in flight; HTTP/2 over {} \
+         connections, HTTP/1.1 over {} keep-alive connections. Mix: 45% Deployment, 45% Pod, \
+         10% violating.",
+        o.requests, o.warmup, o.concurrency, o.h2_connections, o.concurrency
+    );
+    println!();
+    println!("| server | protocol | reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU s / 1k reviews | peak RSS MiB | denied |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for run in runs {
+        let c = &run.closed;
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.3} | {} | {:.1}% |",
+            run.flavour.name(),
+            run.protocol.name(),
+            c.throughput(),
+            ms(c.percentile(50.0)),
+            ms(c.percentile(90.0)),
+            ms(c.percentile(99.0)),
+            ms(c.percentile(99.9)),
+            run.cpu_per_1k,
+            mib(run.peak_rss_kib),
+            100.0 * c.denied as f64 / c.latencies.len() as f64,
+        );
+        if run.flavour == Flavour::Webhook {
+            if let Some(reference) = runs
+                .iter()
+                .find(|r| r.flavour == Flavour::Noop && r.protocol == run.protocol)
+            {
+                let r = &reference.closed;
+                let pr =
+                    |p: f64| ratio(c.percentile(p).as_secs_f64(), r.percentile(p).as_secs_f64());
+                println!(
+                    "| *ratio to no-op* | {} | {} | {} | {} | {} | {} | {} | {} | |",
+                    run.protocol.name(),
+                    ratio(c.throughput(), r.throughput()),
+                    pr(50.0),
+                    pr(90.0),
+                    pr(99.0),
+                    pr(99.9),
+                    ratio(run.cpu_per_1k, reference.cpu_per_1k),
+                    ratio(run.peak_rss_kib as f64, reference.peak_rss_kib as f64),
+                );
+            }
+        }
+    }
+    println!();
+    println!(
+        "Open loop at half of the no-op's peak throughput on that protocol, and at {} reviews/s \
+         ({} s each; latency from when a review is due to its answer):",
+        o.fixed_rate, o.open_seconds
+    );
+    println!();
+    println!("| server | protocol | offered reviews/s | achieved reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for run in runs {
+        for (rate, m) in &run.open {
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
+                run.flavour.name(),
+                run.protocol.name(),
+                rate,
+                m.throughput(),
+                ms(m.percentile(50.0)),
+                ms(m.percentile(90.0)),
+                ms(m.percentile(99.0)),
+                ms(m.percentile(99.9)),
+            );
+        }
+    }
+    println!();
+    println!("Memory (RSS, MiB):");
+    println!();
+    println!(
+        "| server | idle (after start) | peak under load (HTTP/2) | peak under load (HTTP/1.1) |"
+    );
+    println!("|---|---:|---:|---:|");
+    for flavour in [Flavour::Noop, Flavour::Webhook] {
+        let of = |p: Protocol| {
+            runs.iter()
+                .find(|r| r.flavour == flavour && r.protocol == p)
+        };
+        let idle = runs
+            .iter()
+            .filter(|r| r.flavour == flavour)
+            .map(|r| r.idle_rss_kib)
+            .max()
+            .unwrap_or(0);
+        let peak = |p| of(p).map_or("-".into(), |r| mib(r.peak_rss_kib));
+        println!(
+            "| {} | {} | {} | {} |",
+            flavour.name(),
+            mib(idle),
+            peak(Protocol::H2),
+            peak(Protocol::H1)
+        );
+    }
+    match exceptions {
+        ExceptionsResult::Measured { count, run } => println!(
+            "| kube-baseline, {count} exceptions loaded | {} | {} ({:.0} reviews/s) | - |",
+            mib(run.idle_rss_kib),
+            mib(run.peak_rss_kib),
+            run.closed.throughput()
+        ),
+        ExceptionsResult::NotYet(why) => println!(
+            "| kube-baseline, {} exceptions loaded | to be measured | to be measured | - |\n\n({why})",
+            o.exceptions
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The 10,000-exceptions memory run.
+
+enum ExceptionsResult {
+    Measured { count: usize, run: Box<Run> },
+    NotYet(String),
+}
+
+/// Write `n` BaselineException files into `dir`, in 1,000 namespaces, and the ADR index
+/// accepting their ADRs to `adrs`: distinct ADRs and name globs, each waiving one exemptable
+/// policy, none matching the mix.
+fn write_exceptions(dir: &Path, adrs: &Path, n: usize) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut index = String::from("adrs:\n");
+    for i in 0..n {
+        index.push_str(&format!(
+            "  - {{id: ADR-{i:05}, title: bench {i}, status: accepted, url: https://git.example/adr/{i:05}.md}}\n"
+        ));
+    }
+    std::fs::write(adrs, index)?;
+    let expires = (chrono::Utc::now() + chrono::Duration::days(90))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let policies = [
+        "read-only-root-filesystem",
+        "run-as-non-root",
+        "drop-all-capabilities",
+        "health-probes",
+    ];
+    for i in 0..n {
+        let text = format!(
+            "apiVersion: baseline.localplus.io/v1\n\
+             kind: BaselineException\n\
+             metadata:\n  name: adr-{i:05}-bench\n\
+             spec:\n\
+             \x20 adr: ADR-{i:05}\n\
+             \x20 adrUrl: https://git.example/adr/{i:05}.md\n\
+             \x20 approvedBy: bench@platform\n\
+             \x20 reason: load bench exception {i}\n\
+             \x20 policies: [{policy}]\n\
+             \x20 match:\n\
+             \x20   namespaces: [team-{ns}]\n\
+             \x20   kinds: [Deployment]\n\
+             \x20   names: [\"svc-{i}-*\"]\n\
+             \x20 expires: \"{expires}\"\n",
+            policy = policies[i % policies.len()],
+            ns = i % 1000,
+        );
+        std::fs::write(dir.join(format!("exception-{i:05}.yaml")), text)?;
+    }
+    Ok(())
+}
+
+/// The flag by which `serve` loads exceptions from files.
+const EXCEPTIONS_FLAG: &str = "--exceptions-dir";
+
+fn exceptions_run(bench: &Bench, scratch: &Path) -> ExceptionsResult {
+    let help = Command::new(&bench.bin)
+        .args(["serve", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !help.contains(EXCEPTIONS_FLAG) {
+        return ExceptionsResult::NotYet(format!(
+            "`kube-baseline serve` has no {EXCEPTIONS_FLAG} yet; the bench writes the files and \
+             runs this as soon as it has"
+        ));
+    }
+    let dir = scratch.join("exceptions");
+    let adrs = scratch.join("adrs.yaml");
+    let n = bench.options.exceptions;
+    if let Err(e) = write_exceptions(&dir, &adrs, n) {
+        return ExceptionsResult::NotYet(format!("{}: {e}", dir.display()));
+    }
+    let extra = [
+        EXCEPTIONS_FLAG.to_owned(),
+        dir.display().to_string(),
+        "--adrs".to_owned(),
+        adrs.display().to_string(),
+    ];
+    let run = bench.run(Flavour::Webhook, Protocol::H2, &[], &extra);
+    ExceptionsResult::Measured {
+        count: n,
+        run: Box::new(run),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn main() {
+    let options = options();
+    let bin = binary();
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo bench --bench load` (it builds the binary) or set \
+         KUBE_BASELINE_BIN",
+        bin.display()
+    );
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let generated = kube_baseline::certs::generate(
+        &["localhost".to_owned()],
+        &[std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+    )
+    .expect("certificates");
+    kube_baseline::certs::write(scratch.path(), &generated, true).expect("write certificates");
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut generated.ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.client_threads.max(1))
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    println!("kube-baseline load bench: {}", bin.display());
+    println!(
+        "{} CPUs online; load average at start {} (1/5/15 min)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    let started = Instant::now();
+    let bench = Bench {
+        options: options.clone(),
+        bin,
+        certs: scratch.path().to_owned(),
+        roots,
+        reviews: Arc::new(mix()),
+        ticks: clock_ticks(),
+        runtime,
+    };
+    let mut runs = Vec::new();
+    for &protocol in &options.protocols {
+        let fixed = Open::Rate(options.fixed_rate);
+        let noop = bench.run(Flavour::Noop, protocol, &[Open::HalfOfOwnPeak, fixed], &[]);
+        let half = noop.closed.throughput() / 2.0;
+        eprintln!("{}", noop.summary());
+        runs.push(noop);
+        let webhook = bench.run(Flavour::Webhook, protocol, &[Open::Rate(half), fixed], &[]);
+        eprintln!("{}", webhook.summary());
+        runs.push(webhook);
+    }
+    let exceptions = exceptions_run(&bench, scratch.path());
+    print_tables(&options, &runs, &exceptions);
+    println!();
+    println!(
+        "Took {:.0} s; load average at end {} (1/5/15 min).",
+        started.elapsed().as_secs_f64(),
+        load_average()
+    );
+}
