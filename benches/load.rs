@@ -272,15 +272,17 @@ fn spawn(bin: &Path, certs: &Path, flavour: Flavour, extra: &[String]) -> Child 
             let Ok(line) = line else { break };
             if tx.is_some() && line.contains("\"listening\"") {
                 let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if let Some(addr) = value["webhook"].as_str().and_then(|a| a.parse().ok()) {
-                    let _ = tx.take().map(|tx| tx.send(addr));
+                let webhook = value["webhook"].as_str().and_then(|a| a.parse().ok());
+                let ops = value["ops"].as_str().and_then(|a| a.parse().ok());
+                if let (Some(webhook), Some(ops)) = (webhook, ops) {
+                    let _ = tx.take().map(|tx| tx.send((webhook, ops)));
                 }
             }
         }
     });
     let pid = child.id();
-    let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => addr,
+    let (addr, ops): (SocketAddr, SocketAddr) = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addrs) => addrs,
         Err(_) => {
             let status = child.try_wait().ok().flatten();
             let _ = child.kill();
@@ -290,7 +292,35 @@ fn spawn(bin: &Path, certs: &Path, flavour: Flavour, extra: &[String]) -> Child 
             );
         }
     };
+    // Load only a ready server: with an exception source, readiness waits for its first load.
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while !is_ready(ops) {
+        assert!(
+            Instant::now() < give_up,
+            "{} never became ready",
+            bin.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Child { child, pid, addr }
+}
+
+/// `GET /health/ready` on the ops port answers 200.
+fn is_ready(ops: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(ops) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    if tcp
+        .write_all(b"GET /health/ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
 }
 
 /// utime + stime of a process, in seconds.

@@ -5,8 +5,8 @@
 //! time-and-ADR checks of [`check`]. So the webhook cannot accept what the registry would
 //! refuse, nor the other way round.
 
+use super::index::Globs;
 use chrono::{DateTime, Duration, Utc};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::Regex;
 
 use super::adr::{AdrIndex, AdrStatus};
@@ -230,8 +230,7 @@ pub fn validate(
 
     let scope = &spec.scope;
     let mut exact_namespaces = Vec::new();
-    let mut namespace_globs = GlobSetBuilder::new();
-    let mut has_namespace_glob = false;
+    let mut namespace_globs = Vec::new();
     if scope.namespaces.is_empty() {
         problems.push(Problem::new(
             "spec.match.namespaces",
@@ -248,11 +247,8 @@ pub fn validate(
                 "\"*\" (every namespace) is refused (exceptions.allowAllNamespaces is false); name the namespaces",
             ));
         } else if is_glob(ns) {
-            match Glob::new(ns) {
-                Ok(g) => {
-                    namespace_globs.add(g);
-                    has_namespace_glob = true;
-                }
+            match glob::Pattern::new(ns) {
+                Ok(g) => namespace_globs.push(g),
                 Err(e) => problems.push(Problem::new(field, format!("invalid glob: {e}"))),
             }
         } else {
@@ -274,17 +270,15 @@ pub fn validate(
         }
     }
 
-    let mut name_globs = GlobSetBuilder::new();
+    let mut name_globs = Vec::new();
     for (i, n) in scope.names.iter().enumerate() {
         let field = format!("spec.match.names[{i}]");
         if n.trim().is_empty() {
             problems.push(Problem::new(field, "must not be empty"));
             continue;
         }
-        match Glob::new(n) {
-            Ok(g) => {
-                name_globs.add(g);
-            }
+        match glob::Pattern::new(n) {
+            Ok(g) => name_globs.push(g),
             Err(e) => problems.push(Problem::new(field, format!("invalid glob: {e}"))),
         }
     }
@@ -298,16 +292,8 @@ pub fn validate(
         }
     }
 
-    let namespace_globs = build(namespace_globs, has_namespace_glob, "spec.match.namespaces");
-    let name_globs = build(name_globs, !scope.names.is_empty(), "spec.match.names");
-    let (namespace_globs, name_globs) = match (namespace_globs, name_globs) {
-        (Ok(a), Ok(b)) => (a, b),
-        (a, b) => {
-            problems.extend(a.err());
-            problems.extend(b.err());
-            (None, None)
-        }
-    };
+    let namespace_globs = (!namespace_globs.is_empty()).then_some(Globs(namespace_globs));
+    let name_globs = (!name_globs.is_empty()).then_some(Globs(name_globs));
 
     let Some(expires) = expires.filter(|_| problems.is_empty()) else {
         return Err(problems);
@@ -329,16 +315,6 @@ pub fn validate(
         name_globs,
         containers: scope.containers.clone(),
     })
-}
-
-fn build(builder: GlobSetBuilder, any: bool, field: &str) -> Result<Option<GlobSet>, Problem> {
-    if !any {
-        return Ok(None);
-    }
-    builder
-        .build()
-        .map(Some)
-        .map_err(|e| Problem::new(field, format!("invalid glob: {e}")))
 }
 
 /// [`validate`], plus what a new or changed exception must also satisfy: its ADR is accepted
