@@ -44,7 +44,9 @@ pub(crate) fn watch_dirs(
     use notify::Watcher;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Only changes: reading the files (a scan) raises access events, which must not
+        // trigger another scan.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = tx.send(());
         }
     })
