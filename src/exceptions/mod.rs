@@ -61,10 +61,11 @@ pub struct StateCounts {
 
 /// The indexed exceptions of one snapshot, with the ADR index they were checked against.
 #[derive(Debug, Clone, Default)]
+/// Cheap to clone (shared inside): a source keeps the registry it published.
 pub struct Registry {
-    exceptions: Vec<Exception>,
-    invalid: Vec<InvalidException>,
-    index: NamespaceIndex,
+    exceptions: Arc<[Exception]>,
+    invalid: Arc<[InvalidException]>,
+    index: Arc<NamespaceIndex>,
     adrs: Arc<AdrIndex>,
 }
 
@@ -128,9 +129,9 @@ impl Registry {
             index.insert(i, e);
         }
         Self {
-            exceptions,
-            invalid,
-            index,
+            exceptions: exceptions.into(),
+            invalid: invalid.into(),
+            index: Arc::new(index),
             adrs,
         }
     }
@@ -181,7 +182,7 @@ impl Registry {
             invalid: self.invalid.len(),
             ..StateCounts::default()
         };
-        for e in &self.exceptions {
+        for e in self.exceptions.iter() {
             match e.standing(now) {
                 Standing::Active if expiring(e, now, warning_days) => c.expiring += 1,
                 Standing::Active => c.active += 1,

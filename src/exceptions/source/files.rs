@@ -234,13 +234,14 @@ pub async fn run_file_source(
     let warning_days = config.exceptions.expiry_warning_days;
     let mut source = FileSource::new(dir, adrs_path, config, metrics.clone());
     metrics.set_synced(FILES, false);
-    let mut published = false;
-    let mut tick = tokio::time::interval(REFRESH);
+    let mut published: Option<Registry> = None;
+    // The first scan is the loop's first pass, not the interval's immediate first tick.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let report = source.scan();
         let now = Utc::now();
-        if source.is_complete() && (report.changed || !published) {
+        if source.is_complete() && (report.changed || published.is_none()) {
             let registry = source.registry(now);
             metrics.observe(&registry, now, warning_days);
             for bad in registry.invalid() {
@@ -252,14 +253,15 @@ pub async fn run_file_source(
                 invalid = registry.invalid().len(),
                 "exceptions loaded from files"
             );
-            publish(registry);
-            if !published {
-                published = true;
+            publish(registry.clone());
+            if published.is_none() {
                 synced.store(true, Ordering::Release);
                 metrics.set_synced(FILES, true);
             }
-        } else if published {
-            metrics.observe(&source.registry(now), now, warning_days);
+            published = Some(registry);
+        } else if let Some(registry) = &published {
+            // Nothing changed: only time moved (expiring, expired).
+            metrics.observe(registry, now, warning_days);
         }
         tokio::select! {
             event = events.recv() => {

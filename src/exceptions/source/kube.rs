@@ -140,7 +140,7 @@ pub async fn run_kube_source(
             invalid = registry.invalid().len(),
             "exceptions loaded from the Kubernetes API"
         );
-        // Keep a copy for the periodic metrics refresh.
+        // Keep it (a cheap, shared clone) for the periodic metrics refresh.
         current = Some(registry.clone());
         publish(registry);
         synced.store(true, Ordering::Release);
