@@ -4,6 +4,8 @@
 //! There is no kube-apiserver here; the reviews are built in the shape the API server sends
 //! (and the captured ones under `tests/data/apiserver/` come from a real v1.32 server).
 
+mod common;
+
 use base64::Engine as _;
 use chrono::Utc;
 use kube_baseline::admission::review::decode;
@@ -687,16 +689,8 @@ fn a_bare_deployment_update_is_defaulted() {
 
 #[test]
 fn the_captured_compliant_workloads_get_no_patch() {
-    for file in [
-        "create-deployment-validate.json",
-        "create-statefulset-validate.json",
-        "create-daemonset-validate.json",
-        "create-pod-validate.json",
-        "create-job-validate.json",
-        "create-cronjob-validate.json",
-        "update-deployment-validate.json",
-    ] {
-        let body = std::fs::read(format!("tests/data/apiserver/{file}")).unwrap();
+    for file in common::CAPTURED_COMPLIANT {
+        let body = common::captured(file);
         let d = mutate(&snapshot(), &decode(&body).unwrap(), Utc::now());
         assert_eq!(d.verdict, Verdict::Allowed, "{file}");
         assert_eq!(d.response.patch, None, "{file}: {:?}", paths(&d));

@@ -6,6 +6,23 @@ use serde_json::{json, Value};
 
 use kube_baseline::workload::WorkloadKind;
 
+/// The compliant reviews captured from a real kube-apiserver (tests/data/apiserver/).
+pub const CAPTURED_COMPLIANT: [&str; 7] = [
+    "create-deployment-validate.json",
+    "create-statefulset-validate.json",
+    "create-daemonset-validate.json",
+    "create-pod-validate.json",
+    "create-job-validate.json",
+    "create-cronjob-validate.json",
+    "update-deployment-validate.json",
+];
+
+/// A captured review's body.
+pub fn captured(name: &str) -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/apiserver/").to_owned() + name)
+        .unwrap()
+}
+
 /// `apiVersion` of a kind.
 pub fn api_version(kind: WorkloadKind) -> &'static str {
     match kind.group() {
