@@ -63,11 +63,19 @@ fn is_exceptions_file(path: &Path) -> bool {
     !hidden && yaml && path.is_file()
 }
 
-/// The last good content of each file.
+/// The last good content of each file: what it holds, and a hash of its text to notice a
+/// change (the text itself is not kept: with 10,000 files it is megabytes).
 #[derive(Debug)]
 struct FileState {
-    text: String,
+    hash: u64,
     loaded: Vec<Loaded>,
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// What one scan found.
@@ -151,7 +159,8 @@ impl FileSource {
                     continue;
                 }
             };
-            if self.files.get(&path).is_some_and(|f| f.text == text) {
+            let digest = hash(&text);
+            if self.files.get(&path).is_some_and(|f| f.hash == digest) {
                 self.reported.remove(&path);
                 continue;
             }
@@ -170,7 +179,13 @@ impl FileSource {
                 if self.reported.remove(&path).is_some() {
                     tracing::info!(path = %origin, "exceptions file fixed");
                 }
-                self.files.insert(path, FileState { text, loaded });
+                self.files.insert(
+                    path,
+                    FileState {
+                        hash: digest,
+                        loaded,
+                    },
+                );
                 report.changed = true;
             } else {
                 let msg = problems.join("; ");
