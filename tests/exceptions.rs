@@ -166,7 +166,7 @@ async fn file_source_follows_added_changed_broken_and_fixed_files() {
         Arc::clone(&synced),
         metrics.clone(),
     ));
-    let limit = Duration::from_secs(10);
+    let limit = Duration::from_secs(60);
     let matching = |ns: &str| {
         current
             .load()

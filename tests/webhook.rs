@@ -158,10 +158,10 @@ fn exception_yaml(expires: chrono::DateTime<chrono::Utc>) -> String {
     )
 }
 
-/// Poll the webhook until `done` holds for its answer, for at most 20 s (the file source
+/// Poll the webhook until `done` holds for its answer, for at most 60 s (the file source
 /// reloads on a change notification; expiry is a matter of the clock).
 async fn until(ts: &TestServer, body: &[u8], what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let review = post(ts, true, "/validate?timeout=10s", body).await;
         if done(&review["response"]) {
@@ -199,8 +199,9 @@ async fn an_exception_file_waives_until_it_expires_and_never_waives_resource_lim
     let denied = post(&ts, true, "/validate?timeout=10s", &body).await;
     assert_eq!(denied["response"]["allowed"], false);
 
-    // Expires in a few seconds: valid when written, expired soon after.
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(6);
+    // Expires in a few seconds: valid when written, expired soon after. 15 s leaves a slow
+    // machine time to reload the file and answer before it expires.
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(15);
     std::fs::write(exceptions.join("adr-0042.yaml"), exception_yaml(expires)).unwrap();
     let allowed = until(&ts, &body, "allowed by the exception", |r| {
         r["allowed"] == true

@@ -25,7 +25,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 /// How long a test waits for something that should happen (a reload, a drain) before failing.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
