@@ -10,8 +10,8 @@ use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 
-use kube_baseline::admission::review::decode;
-use kube_baseline::admission::{validate, Snapshot};
+use kube_baseline::admission::review::decode_review;
+use kube_baseline::admission::{validate_decoded, Snapshot};
 use kube_baseline::config::Config;
 use kube_baseline::workload::WorkloadKind;
 
@@ -81,8 +81,9 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_function(name, |b| {
             b.iter(|| {
-                let request = decode(black_box(&body)).unwrap();
-                let decision = validate(&snapshot, &request, Utc::now());
+                let review = decode_review(black_box(&body)).unwrap();
+                let decision =
+                    validate_decoded(&snapshot, &review.request, review.workload, Utc::now());
                 serde_json::to_vec(&decision.response.into_review()).unwrap()
             })
         });

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
-use kube_baseline::admission::review::decode;
-use kube_baseline::admission::{validate, Snapshot, Verdict};
+use kube_baseline::admission::review::{decode, decode_review};
+use kube_baseline::admission::{validate, validate_decoded, Snapshot, Verdict};
 use kube_baseline::config::Config;
 use kube_baseline::exceptions::{AdrIndex, Loaded, Registry};
 use serde_json::{json, Value};
@@ -112,8 +112,13 @@ fn bench(c: &mut Criterion) {
     ] {
         group.bench_function(label, |b| {
             b.iter(|| {
-                let request = decode(black_box(body)).unwrap();
-                black_box(validate(snapshot, &request, now))
+                let review = decode_review(black_box(body)).unwrap();
+                black_box(validate_decoded(
+                    snapshot,
+                    &review.request,
+                    review.workload,
+                    now,
+                ))
             })
         });
     }

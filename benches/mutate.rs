@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kube_baseline::admission::review::decode;
-use kube_baseline::admission::{mutate, Snapshot};
+use kube_baseline::admission::review::decode_review;
+use kube_baseline::admission::{mutate_decoded, Snapshot};
 use kube_baseline::config::Config;
 use serde_json::json;
 
@@ -51,8 +51,8 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("bare_deployment_2_containers", |b| {
         b.iter(|| {
-            let request = decode(black_box(&body)).expect("review decodes");
-            let decision = mutate(&snapshot, &request, now);
+            let review = decode_review(black_box(&body)).expect("review decodes");
+            let decision = mutate_decoded(&snapshot, &review.request, review.workload, now);
             assert!(decision.response.patch.is_some());
             serde_json::to_vec(&decision.response.into_review()).expect("response encodes")
         })

@@ -3,11 +3,13 @@
 //! Every finding names the field the user must edit, so the view keeps the JSON path prefix
 //! of the pod template (`spec`, `spec.template.spec`, `spec.jobTemplate.spec.template.spec`).
 
+pub mod pod;
+
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use pod::{PodSpec, PodTemplateSpec};
+
+use serde::{Deserialize, Deserializer};
 
 /// The kinds the engine evaluates. Anything else is allowed untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -165,12 +167,8 @@ pub struct Workload {
     pub spec: PodSpec,
 }
 
-fn parse<T: DeserializeOwned>(kind: WorkloadKind, json: &str) -> Result<T, WorkloadError> {
-    serde_json::from_str(json).map_err(|source| WorkloadError { kind, source })
-}
-
 // The outer layers of the eight kinds, reduced to the fields a [`Workload`] keeps; the pod
-// template inside is k8s-openapi's own `PodTemplateSpec` / `PodSpec`. Everything else in the
+// template inside is [`pod::PodTemplateSpec`], reduced the same way. Everything else in the
 // object (`metadata.managedFields`, the `last-applied-configuration` annotation, `status`,
 // the selector) is skipped by the parser without being built: on a Deployment captured from
 // a real API server, building `managedFields` alone was half of the decode. Like
@@ -248,12 +246,24 @@ fn from_template(
 }
 
 impl Workload {
-    /// Decode the raw JSON of an object of `kind` once: the pod template into k8s-openapi's
-    /// typed structs, and of the rest only what the policies read.
+    /// Decode the raw JSON of an object of `kind` once, keeping only what the policies read
+    /// (see [`pod`]).
     pub fn from_json(kind: WorkloadKind, json: &str) -> Result<Self, WorkloadError> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        Self::deserialize_as(kind, &mut de)
+            .and_then(|workload| de.end().map(|()| workload))
+            .map_err(|source| WorkloadError { kind, source })
+    }
+
+    /// [`Workload::from_json`] from any deserializer: the server reads the object this way
+    /// in the same pass as the AdmissionReview around it.
+    pub fn deserialize_as<'de, D: Deserializer<'de>>(
+        kind: WorkloadKind,
+        deserializer: D,
+    ) -> Result<Self, D::Error> {
         Ok(match kind {
             WorkloadKind::Pod => {
-                let pod: Object<PodMeta, PodSpec> = parse(kind, json)?;
+                let pod = Object::<PodMeta, PodSpec>::deserialize(deserializer)?;
                 let meta = pod.metadata.unwrap_or_default();
                 Workload {
                     kind,
@@ -269,17 +279,17 @@ impl Workload {
             | WorkloadKind::StatefulSet
             | WorkloadKind::ReplicaSet
             | WorkloadKind::ReplicationController => {
-                let o: Object<Meta, ReplicatedSpec> = parse(kind, json)?;
+                let o = Object::<Meta, ReplicatedSpec>::deserialize(deserializer)?;
                 let spec = o.spec.unwrap_or_default();
                 from_template(kind, o.metadata, spec.replicas, spec.template)
             }
             WorkloadKind::DaemonSet | WorkloadKind::Job => {
-                let o: Object<Meta, TemplateSpec> = parse(kind, json)?;
+                let o = Object::<Meta, TemplateSpec>::deserialize(deserializer)?;
                 let spec = o.spec.unwrap_or_default();
                 from_template(kind, o.metadata, None, spec.template)
             }
             WorkloadKind::CronJob => {
-                let o: Object<Meta, CronJobSpec> = parse(kind, json)?;
+                let o = Object::<Meta, CronJobSpec>::deserialize(deserializer)?;
                 let template = o
                     .spec
                     .and_then(|spec| spec.job_template)
@@ -372,16 +382,16 @@ impl ContainerKind {
     }
 }
 
-/// A container of any of the three lists. Ephemeral containers have a different type in
-/// k8s-openapi; `container` is `None` for them and the common fields are copied out.
+/// A container of any of the three lists. Ephemeral containers have a type of their own
+/// (as in the API); `container` is `None` for them and the common fields are copied out.
 #[derive(Debug, Clone, Copy)]
 pub struct ContainerRef<'a> {
     pub kind: ContainerKind,
     pub index: usize,
     pub name: &'a str,
     pub image: Option<&'a str>,
-    pub security_context: Option<&'a k8s_openapi::api::core::v1::SecurityContext>,
-    pub container: Option<&'a k8s_openapi::api::core::v1::Container>,
+    pub security_context: Option<&'a pod::SecurityContext>,
+    pub container: Option<&'a pod::Container>,
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use crate::config::Config;
 use crate::exceptions::Registry;
 use crate::policy::{Finding, PolicyId};
 
-pub use mutate::mutate;
-pub use review::{AdmissionRequest, AdmissionResponse, DecodeError};
-pub use validate::validate;
+pub use mutate::{mutate, mutate_decoded};
+pub use review::{decode_review, AdmissionRequest, AdmissionResponse, DecodeError, Review};
+pub use validate::{validate, validate_decoded};
 
 /// Policies and exceptions as one immutable whole, swapped as a unit when either changes, so
 /// a review never sees half of an update and the request path takes no lock.

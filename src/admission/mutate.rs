@@ -12,11 +12,11 @@
 //! kubelet would refuse in combination with the user's own values are not added either (see
 //! [`Defaulter::container`] and [`Defaulter::pod`]).
 
+use crate::workload::pod::{Container, SecurityContext};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
-use k8s_openapi::api::core::v1::{Container, SecurityContext};
 use serde_json::{json, Map, Value};
 
 use super::review::{AdmissionRequest, AdmissionResponse, Operation};
@@ -34,7 +34,18 @@ pub const PATCH_TYPE: &str = "JSONPatch";
 /// Allowed always (the mutating webhook never denies for a policy finding; `/validate` does);
 /// skipped where `/validate` skips; invalid when the object cannot be read as its kind.
 pub fn mutate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Decision {
-    match prepare(snapshot, request) {
+    mutate_decoded(snapshot, request, None, now)
+}
+
+/// [`mutate`] of a review from [`decode_review`](super::review::decode_review), whose
+/// workload `decoded` was read in the same pass as the envelope (no image pinning here).
+pub fn mutate_decoded(
+    snapshot: &Snapshot,
+    request: &AdmissionRequest,
+    decoded: Option<Box<Workload>>,
+    now: DateTime<Utc>,
+) -> Decision {
+    match prepare(snapshot, request, decoded) {
         Prepared::Decided(decision) => decision,
         Prepared::Workload(workload) => finish(snapshot, request, &workload, Vec::new(), now),
     }
@@ -42,8 +53,12 @@ pub fn mutate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc
 
 /// Decide what needs no defaults and decode the workload of the others once. The server
 /// verifies image signatures (I/O) between [`prepare`] and [`finish`].
-pub fn prepare(snapshot: &Snapshot, request: &AdmissionRequest) -> Prepared {
-    let workload = match subject(snapshot, request) {
+pub fn prepare(
+    snapshot: &Snapshot,
+    request: &AdmissionRequest,
+    decoded: Option<Box<Workload>>,
+) -> Prepared {
+    let workload = match subject(snapshot, request, decoded) {
         Subject::Workload(w) => w,
         Subject::Skip => return Prepared::Decided(Decision::skipped(&request.uid)),
         Subject::Invalid(reason) => {

@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use crate::workload::{Workload, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -48,23 +51,7 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
         return Err(DecodeError::Empty);
     }
     let envelope: Envelope = serde_json::from_slice(body).map_err(DecodeError::Json)?;
-    match envelope.kind.as_deref() {
-        Some(KIND) => {}
-        other => return Err(DecodeError::Kind(other.unwrap_or_default().to_owned())),
-    }
-    match envelope.api_version.as_deref() {
-        Some(API_VERSION) => {}
-        other => {
-            return Err(DecodeError::ApiVersion(
-                other.unwrap_or_default().to_owned(),
-            ))
-        }
-    }
-    let request = envelope.request.ok_or(DecodeError::MissingRequest)?;
-    if request.uid.is_empty() {
-        return Err(DecodeError::MissingUid);
-    }
-    Ok(request)
+    check_envelope(envelope.api_version, envelope.kind, envelope.request)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -137,6 +124,8 @@ pub struct AdmissionRequest {
     pub operation: Operation,
     #[serde(default)]
     pub user_info: UserInfo,
+    /// The object as sent; `None` when [`decode_review`] decoded it into a [`Review`]'s
+    /// workload instead.
     #[serde(default)]
     pub object: Option<Box<RawValue>>,
     #[serde(default)]
@@ -152,6 +141,246 @@ impl AdmissionRequest {
             .as_deref()
             .map(RawValue::get)
             .filter(|raw| raw.trim() != "null")
+    }
+
+    /// The kind the engine evaluates, from `request.kind` (`None` for other kinds and versions).
+    pub fn workload_kind(&self) -> Option<WorkloadKind> {
+        workload_kind_of(&self.kind)
+    }
+}
+
+fn workload_kind_of(gvk: &GroupVersionKind) -> Option<WorkloadKind> {
+    (gvk.version == "v1")
+        .then(|| WorkloadKind::from_group_kind(&gvk.group, &gvk.kind))
+        .flatten()
+}
+
+/// A review as the server evaluates it: the request, and the workload when its object was
+/// decoded in the same pass as the envelope (then `request.object` is `None`).
+#[derive(Debug)]
+pub struct Review {
+    pub request: AdmissionRequest,
+    pub workload: Option<Box<Workload>>,
+}
+
+/// Decode a body in one pass: the envelope, and the object of a kind the engine evaluates
+/// straight into its [`Workload`], without first copying it out as raw JSON and reading it
+/// again. The API server writes `request.kind` before `request.object`; when a body does not
+/// (or the object does not read as its kind), the object is kept raw and [`decode`]'s
+/// two-step path gives exactly its answer and error messages.
+pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fast = OneEnvelope::deserialize(&mut de).and_then(|envelope| de.end().map(|()| envelope));
+    match fast {
+        Ok(OneEnvelope {
+            api_version,
+            kind,
+            request,
+        }) => {
+            let request = check_envelope(api_version, kind, request.map(|r| r.0))?;
+            let (request, workload) = request;
+            Ok(Review { request, workload })
+        }
+        // Malformed JSON, a missing `operation`, an object that does not read as its kind:
+        // the two-step decode names the problem as it always has.
+        Err(_) => decode(body).map(|request| Review {
+            request,
+            workload: None,
+        }),
+    }
+}
+
+fn check_envelope<T: HasUid>(
+    api_version: Option<String>,
+    kind: Option<String>,
+    request: Option<T>,
+) -> Result<T, DecodeError> {
+    match kind.as_deref() {
+        Some(KIND) => {}
+        other => return Err(DecodeError::Kind(other.unwrap_or_default().to_owned())),
+    }
+    match api_version.as_deref() {
+        Some(API_VERSION) => {}
+        other => {
+            return Err(DecodeError::ApiVersion(
+                other.unwrap_or_default().to_owned(),
+            ))
+        }
+    }
+    let request = request.ok_or(DecodeError::MissingRequest)?;
+    if request.uid().is_empty() {
+        return Err(DecodeError::MissingUid);
+    }
+    Ok(request)
+}
+
+trait HasUid {
+    fn uid(&self) -> &str;
+}
+
+impl HasUid for AdmissionRequest {
+    fn uid(&self) -> &str {
+        &self.uid
+    }
+}
+
+impl HasUid for (AdmissionRequest, Option<Box<Workload>>) {
+    fn uid(&self) -> &str {
+        &self.0.uid
+    }
+}
+
+/// The envelope of [`decode_review`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OneEnvelope {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    request: Option<OneRequest>,
+}
+
+/// `request`, with the object decoded as its kind when the kind came first.
+struct OneRequest((AdmissionRequest, Option<Box<Workload>>));
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum RequestField {
+    Uid,
+    Kind,
+    Resource,
+    SubResource,
+    Name,
+    Namespace,
+    Operation,
+    UserInfo,
+    Object,
+    OldObject,
+    DryRun,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for OneRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OneRequestVisitor)
+    }
+}
+
+struct OneRequestVisitor;
+
+impl<'de> Visitor<'de> for OneRequestVisitor {
+    type Value = OneRequest;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an AdmissionReview request")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        fn once<T, E: serde::de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+            match slot {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let mut uid: Option<String> = None;
+        let mut kind: Option<GroupVersionKind> = None;
+        let mut resource: Option<GroupVersionResource> = None;
+        let mut sub_resource: Option<Option<String>> = None;
+        let mut name: Option<Option<String>> = None;
+        let mut namespace: Option<Option<String>> = None;
+        let mut operation: Option<Operation> = None;
+        let mut user_info: Option<UserInfo> = None;
+        let mut object: Option<Option<Box<RawValue>>> = None;
+        let mut workload: Option<Box<Workload>> = None;
+        let mut old_object: Option<Option<Box<RawValue>>> = None;
+        let mut dry_run: Option<Option<bool>> = None;
+        while let Some(field) = map.next_key::<RequestField>()? {
+            match field {
+                RequestField::Uid => {
+                    once(&uid, "uid")?;
+                    uid = Some(map.next_value()?);
+                }
+                RequestField::Kind => {
+                    once(&kind, "kind")?;
+                    kind = Some(map.next_value()?);
+                }
+                RequestField::Resource => {
+                    once(&resource, "resource")?;
+                    resource = Some(map.next_value()?);
+                }
+                RequestField::SubResource => {
+                    once(&sub_resource, "subResource")?;
+                    sub_resource = Some(map.next_value()?);
+                }
+                RequestField::Name => {
+                    once(&name, "name")?;
+                    name = Some(map.next_value()?);
+                }
+                RequestField::Namespace => {
+                    once(&namespace, "namespace")?;
+                    namespace = Some(map.next_value()?);
+                }
+                RequestField::Operation => {
+                    once(&operation, "operation")?;
+                    operation = Some(map.next_value()?);
+                }
+                RequestField::UserInfo => {
+                    once(&user_info, "userInfo")?;
+                    user_info = Some(map.next_value()?);
+                }
+                RequestField::Object => {
+                    if object.is_some() || workload.is_some() {
+                        return Err(A::Error::duplicate_field("object"));
+                    }
+                    match kind.as_ref().and_then(workload_kind_of) {
+                        Some(kind) => {
+                            workload = Some(Box::new(map.next_value_seed(WorkloadSeed(kind))?));
+                        }
+                        None => object = Some(map.next_value()?),
+                    }
+                }
+                RequestField::OldObject => {
+                    once(&old_object, "oldObject")?;
+                    old_object = Some(map.next_value()?);
+                }
+                RequestField::DryRun => {
+                    once(&dry_run, "dryRun")?;
+                    dry_run = Some(map.next_value()?);
+                }
+                RequestField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let request = AdmissionRequest {
+            uid: uid.unwrap_or_default(),
+            kind: kind.unwrap_or_default(),
+            resource: resource.unwrap_or_default(),
+            sub_resource: sub_resource.flatten(),
+            name: name.flatten(),
+            namespace: namespace.flatten(),
+            operation: operation.ok_or_else(|| A::Error::missing_field("operation"))?,
+            user_info: user_info.unwrap_or_default(),
+            object: object.flatten(),
+            old_object: old_object.flatten(),
+            dry_run: dry_run.flatten(),
+        };
+        Ok(OneRequest((request, workload)))
+    }
+}
+
+/// Decodes an object as the workload of `kind`, in place.
+struct WorkloadSeed(WorkloadKind);
+
+impl<'de> DeserializeSeed<'de> for WorkloadSeed {
+    type Value = Workload;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Workload, D::Error> {
+        Workload::deserialize_as(self.0, deserializer)
     }
 }
 
@@ -301,6 +530,136 @@ mod tests {
         assert!(matches!(decode(no_uid), Err(DecodeError::MissingUid)));
         assert!(matches!(decode(b"  "), Err(DecodeError::Empty)));
         assert!(matches!(decode(b"{"), Err(DecodeError::Json(_))));
+    }
+
+    const CAPTURED: [&str; 8] = [
+        "create-deployment-validate.json",
+        "create-statefulset-validate.json",
+        "create-daemonset-validate.json",
+        "create-pod-validate.json",
+        "create-job-validate.json",
+        "create-cronjob-validate.json",
+        "update-deployment-validate.json",
+        "delete-deployment-validate.json",
+    ];
+
+    fn captured(file: &str) -> Vec<u8> {
+        std::fs::read(format!("tests/data/apiserver/{file}")).unwrap()
+    }
+
+    /// The response of both decodes, validated and mutated.
+    fn answers(body: &[u8]) -> [(AdmissionResponse, crate::admission::Verdict); 4] {
+        use crate::admission::{mutate, mutate_decoded, validate, validate_decoded, Snapshot};
+        let snapshot = Snapshot::new(crate::config::Config::embedded());
+        let now = chrono::Utc::now();
+        let two_step = decode(body).unwrap();
+        let one = decode_review(body).unwrap();
+        let one_again = decode_review(body).unwrap();
+        let v2 = validate(&snapshot, &two_step, now);
+        let m2 = mutate(&snapshot, &two_step, now);
+        let v1 = validate_decoded(&snapshot, &one.request, one.workload, now);
+        let m1 = mutate_decoded(&snapshot, &one_again.request, one_again.workload, now);
+        [
+            (v2.response, v2.verdict),
+            (v1.response, v1.verdict),
+            (m2.response, m2.verdict),
+            (m1.response, m1.verdict),
+        ]
+    }
+
+    #[test]
+    fn one_pass_decodes_the_workload_of_every_captured_review() {
+        for file in CAPTURED {
+            let review = decode_review(&captured(file)).unwrap();
+            let request = decode(&captured(file)).unwrap();
+            assert_eq!(review.request.uid, request.uid, "{file}");
+            if request.operation == Operation::Delete {
+                assert!(review.workload.is_none(), "{file}");
+                continue;
+            }
+            let workload = review.workload.expect(file);
+            let two_step = Workload::from_json(
+                request.workload_kind().unwrap(),
+                request.object_json().unwrap(),
+            )
+            .unwrap();
+            assert_eq!(workload.spec, two_step.spec, "{file}");
+            assert_eq!(workload.name, two_step.name, "{file}");
+            assert_eq!(workload.replicas, two_step.replicas, "{file}");
+            assert_eq!(workload.pod_labels, two_step.pod_labels, "{file}");
+            assert!(
+                review.request.object.is_none(),
+                "{file}: the object is not kept twice"
+            );
+        }
+    }
+
+    #[test]
+    fn one_pass_and_two_steps_answer_the_same() {
+        for file in CAPTURED {
+            let [v2, v1, m2, m1] = answers(&captured(file));
+            assert_eq!(v1, v2, "{file} /validate");
+            assert_eq!(m1, m2, "{file} /mutate");
+        }
+        // A violating Deployment: the same denial, field paths and all.
+        let mut review: serde_json::Value =
+            serde_json::from_slice(&captured("create-deployment-validate.json")).unwrap();
+        review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]
+            ["securityContext"] = serde_json::json!({"privileged": true});
+        let [v2, v1, m2, m1] = answers(&serde_json::to_vec(&review).unwrap());
+        assert_eq!(v1.1, crate::admission::Verdict::Denied);
+        assert_eq!(v1, v2);
+        assert!(m1.0.patch.is_some());
+        assert_eq!(m1, m2);
+    }
+
+    #[test]
+    fn an_object_before_its_kind_is_kept_raw_and_evaluated_the_same() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u","operation":"CREATE","namespace":"shop",
+            "object":{"metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"x"}]}},
+            "kind":{"group":"","version":"v1","kind":"Pod"}}}"#;
+        let review = decode_review(body).unwrap();
+        assert!(review.workload.is_none());
+        assert!(review.request.object_json().is_some());
+        let [v2, v1, _, _] = answers(body);
+        assert_eq!(v1.1, crate::admission::Verdict::Denied);
+        assert_eq!(v1, v2);
+    }
+
+    #[test]
+    fn an_unreadable_object_or_body_gets_the_two_step_answer() {
+        // A field the policies read, of the wrong type: a 200 with a BadRequest status
+        // naming the kind, as before.
+        let mut review: serde_json::Value =
+            serde_json::from_slice(&captured("create-pod-validate.json")).unwrap();
+        review["request"]["object"]["spec"]["containers"] = serde_json::json!("x");
+        let body = serde_json::to_vec(&review).unwrap();
+        let [v2, v1, _, _] = answers(&body);
+        assert_eq!(v1.1, crate::admission::Verdict::Invalid);
+        assert!(
+            v1.0.status
+                .as_ref()
+                .unwrap()
+                .message
+                .starts_with("Pod object does not match"),
+            "{:?}",
+            v1.0
+        );
+        assert_eq!(v1, v2);
+        // Bodies that are not a review: the same error, word for word.
+        for body in [
+            &b"{"[..],
+            b"  ",
+            br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"a","operation":"CREATE"}}"#,
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"operation":"CREATE"}}"#,
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a"}}"#,
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","uid":"b","operation":"CREATE"}}"#,
+        ] {
+            let one = decode_review(body).unwrap_err().to_string();
+            let two = decode(body).unwrap_err().to_string();
+            assert_eq!(one, two);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{message, Action, Decision, Outcome, Snapshot, Verdict};
 use crate::config::Mode;
 use crate::exceptions::{self, index, Exception};
 use crate::policy::{self, Finding, PolicyId};
-use crate::workload::{Workload, WorkloadKind};
+use crate::workload::Workload;
 
 /// The workload a review is about, or why it is not evaluated.
 pub(crate) enum Subject {
@@ -18,8 +18,13 @@ pub(crate) enum Subject {
     Invalid(String),
 }
 
-/// Decide whether a review is evaluated, and decode its object once.
-pub(crate) fn subject(snapshot: &Snapshot, request: &AdmissionRequest) -> Subject {
+/// Decide whether a review is evaluated, and decode its object once (unless `decoded`, from
+/// [`decode_review`](super::review::decode_review), has it already).
+pub(crate) fn subject(
+    snapshot: &Snapshot,
+    request: &AdmissionRequest,
+    decoded: Option<Box<Workload>>,
+) -> Subject {
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
         return Subject::Skip;
     }
@@ -30,14 +35,14 @@ pub(crate) fn subject(snapshot: &Snapshot, request: &AdmissionRequest) -> Subjec
     {
         return Subject::Skip;
     }
-    let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
+    let Some(kind) = request.workload_kind() else {
         return Subject::Skip;
     };
-    if request.kind.version != "v1" {
-        return Subject::Skip;
-    }
     if snapshot.config.is_excluded(namespace_of(request)) {
         return Subject::Skip;
+    }
+    if let Some(workload) = decoded {
+        return Subject::Workload(workload);
     }
     let Some(json) = request.object_json() else {
         return Subject::Invalid(format!("{kind} review has no object to evaluate"));
@@ -58,7 +63,19 @@ pub fn namespace_of(request: &AdmissionRequest) -> &str {
 
 /// Evaluate a review against the snapshot at time `now`.
 pub fn validate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Decision {
-    match prepare(snapshot, request, now) {
+    validate_decoded(snapshot, request, None, now)
+}
+
+/// [`validate`] of a review from [`decode_review`](super::review::decode_review), whose
+/// workload `decoded` was read in the same pass as the envelope. Image signatures are the
+/// server's (I/O); here they are not checked.
+pub fn validate_decoded(
+    snapshot: &Snapshot,
+    request: &AdmissionRequest,
+    decoded: Option<Box<Workload>>,
+    now: DateTime<Utc>,
+) -> Decision {
+    match prepare(snapshot, request, decoded, now) {
         Prepared::Decided(decision) => decision,
         Prepared::Workload(workload) => finish(snapshot, request, &workload, Vec::new(), now),
     }
@@ -74,13 +91,18 @@ pub enum Prepared {
 
 /// Decide what needs no evaluation (BaselineException reviews, skips, unreadable objects) and
 /// decode the workload of the others once. The server verifies image signatures (I/O) between
-/// [`prepare`] and [`finish`].
-pub fn prepare(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Prepared {
+/// [`prepare`] and [`finish`]. `decoded` is the workload of a [`Review`](super::review::Review).
+pub fn prepare(
+    snapshot: &Snapshot,
+    request: &AdmissionRequest,
+    decoded: Option<Box<Workload>>,
+    now: DateTime<Utc>,
+) -> Prepared {
     // Before the DELETE skip of `subject`: deleting an exception is an approver's act too.
     if exceptions::admission::is_exception_review(request) {
         return Prepared::Decided(exceptions::admission::review(snapshot, request, now));
     }
-    match subject(snapshot, request) {
+    match subject(snapshot, request, decoded) {
         Subject::Workload(w) => Prepared::Workload(w),
         Subject::Skip => Prepared::Decided(Decision::skipped(&request.uid)),
         Subject::Invalid(reason) => Prepared::Decided(Decision::of(

@@ -1,7 +1,7 @@
 //! `health-probes`: app containers of long-running workloads have an httpGet liveness probe
 //! on `/health/live` and readiness probe on `/health/ready` (paths configurable).
 
-use k8s_openapi::api::core::v1::Probe;
+use crate::workload::pod::Probe;
 
 use super::Findings;
 use crate::config::HealthProbes;

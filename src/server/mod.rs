@@ -6,6 +6,7 @@
 //! [`Server::shutdown`] on SIGTERM or SIGINT.
 
 pub mod deadline;
+pub mod json_log;
 pub mod log_writer;
 pub mod ops;
 pub mod routes;
@@ -656,10 +657,7 @@ where
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
         LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .event_format(json_log::JsonLines)
             .with_env_filter(filter)
             .with_writer(writer)
             .try_init(),

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,8 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::deadline::Deadline;
 use super::AppState;
+use crate::admission::review::Review;
 use crate::admission::{self, AdmissionRequest, Decision, DecodeError};
 use crate::metrics::{Endpoint, ErrorReason, InFlight};
+use crate::workload::Workload;
 
 /// The webhook routes, on the TLS port.
 pub fn router(state: AppState) -> Router {
@@ -43,7 +46,8 @@ pub fn reference_noop_router(state: AppState) -> Router {
 }
 
 async fn noop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match read_review(&state, &headers, body).await {
+    let read = read_body(&state, &headers, body).await;
+    match read.and_then(|bytes| Ok(admission::review::decode(&bytes)?)) {
         Ok(request) => (
             StatusCode::OK,
             Json(admission::AdmissionResponse::allow(request.uid).into_review()),
@@ -163,9 +167,11 @@ async fn review(
     let deadline = Deadline::from_query(timeout.as_deref(), state.limits.deadline_margin);
     let until = tokio::time::Instant::from_std(started) + deadline.budget;
 
-    let read = tokio::time::timeout_at(until, read_review(&state, &headers, body)).await;
-    let request = match read {
-        Ok(Ok(request)) => request,
+    let read = tokio::time::timeout_at(until, read_body(&state, &headers, body)).await;
+    let review = match read
+        .map(|read| read.and_then(|bytes| Ok(admission::review::decode_review(&bytes)?)))
+    {
+        Ok(Ok(review)) => review,
         Ok(Err(problem)) => return refuse(&state, endpoint, None, problem, started),
         Err(_) => {
             let problem = deadline_exceeded(&deadline, "reading the request body");
@@ -175,8 +181,11 @@ async fn review(
 
     // Today's evaluation is synchronous and takes microseconds; image-signature verification
     // adds registry calls here, which the deadline bounds.
+    let Review { request, workload } = review;
     let decision =
-        match tokio::time::timeout_at(until, evaluate(&state, endpoint, &request, until)).await {
+        match tokio::time::timeout_at(until, evaluate(&state, endpoint, &request, workload, until))
+            .await
+        {
             Ok(decision) => decision,
             Err(_) => {
                 let problem = deadline_exceeded(&deadline, "evaluating the review");
@@ -201,11 +210,8 @@ fn deadline_exceeded(deadline: &Deadline, during: &str) -> Problem {
     ))
 }
 
-async fn read_review(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<AdmissionRequest, Problem> {
+/// The body of a review, once its Content-Type and size are checked.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -229,7 +235,7 @@ async fn read_review(
         }
         Err(error) => return Err(Problem::Unreadable(error.to_string())),
     };
-    Ok(admission::review::decode(&bytes)?)
+    Ok(bytes)
 }
 
 /// The evaluation step. Async so that steps that wait (registry calls) fit in; the snapshot
@@ -241,20 +247,21 @@ async fn evaluate(
     state: &AppState,
     endpoint: Endpoint,
     request: &AdmissionRequest,
+    decoded: Option<Box<Workload>>,
     until: tokio::time::Instant,
 ) -> Decision {
     use admission::{mutate, validate};
     let snapshot = state.snapshot.load_full();
     let now = chrono::Utc::now();
     match endpoint {
-        Endpoint::Validate => match validate::prepare(&snapshot, request, now) {
+        Endpoint::Validate => match validate::prepare(&snapshot, request, decoded, now) {
             validate::Prepared::Decided(decision) => decision,
             validate::Prepared::Workload(workload) => {
                 let report = signatures(state, &snapshot, request, &workload, until).await;
                 validate::finish(&snapshot, request, &workload, report.findings, now)
             }
         },
-        Endpoint::Mutate => match mutate::prepare(&snapshot, request) {
+        Endpoint::Mutate => match mutate::prepare(&snapshot, request, decoded) {
             validate::Prepared::Decided(decision) => decision,
             validate::Prepared::Workload(workload) => {
                 let report = signatures(state, &snapshot, request, &workload, until).await;

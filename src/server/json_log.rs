@@ -1,0 +1,287 @@
+//! The JSON log line: one object per event, written straight into the line's buffer.
+//!
+//! tracing-subscriber's own JSON formatter collects an event's fields into a map of
+//! `serde_json::Value`s (a `String` allocated per field, then sorted) before writing them:
+//! on the decision line of a review that was 13% of the server's instructions per review
+//! (callgrind, BENCHMARKS.md). This formatter writes each field as the event records it, with
+//! JSON escaping, in the layout that formatter used with `flatten_event(true)` and no spans:
+//!
+//! `{"timestamp":"2026-11-29T18:13:19.123456Z","level":"INFO","message":"decision",
+//! "endpoint":"validate",…,"target":"kube_baseline::server::routes"}`
+//!
+//! Fields keep the order of the event. Strings, `%` (Display) and `?` (Debug) values are JSON
+//! strings; integers and booleans are JSON numbers and booleans; non-finite floats, which
+//! JSON cannot carry, are strings.
+
+use std::fmt::{self, Write};
+
+use chrono::{Datelike, Timelike};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The [`FormatEvent`] of `--log-format json`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write_event(&mut writer, chrono::Utc::now(), event)
+    }
+}
+
+fn write_event(
+    out: &mut dyn Write,
+    now: chrono::DateTime<chrono::Utc>,
+    event: &Event<'_>,
+) -> fmt::Result {
+    let meta = event.metadata();
+    out.write_str("{\"timestamp\":\"")?;
+    write_timestamp(out, now)?;
+    out.write_str("\",\"level\":\"")?;
+    out.write_str(meta.level().as_str())?;
+    out.write_char('"')?;
+    let mut fields = Fields {
+        out,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    out.write_str(",\"target\":")?;
+    write_str(out, meta.target())?;
+    out.write_str("}\n")
+}
+
+/// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it.
+fn write_timestamp(out: &mut dyn Write, now: chrono::DateTime<chrono::Utc>) -> fmt::Result {
+    write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.nanosecond() % 1_000_000_000 / 1_000
+    )
+}
+
+/// Writes `,"name":value` for each field of the event.
+struct Fields<'a> {
+    out: &'a mut dyn Write,
+    result: fmt::Result,
+}
+
+impl Fields<'_> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut dyn Write) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            self.out.write_char(',')?;
+            write_str(self.out, field.name())?;
+            self.out.write_char(':')?;
+            value(self.out)
+        })();
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |out| write_str(out, value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |out| {
+            out.write_str(if value { "true" } else { "false" })
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.field(field, |out| {
+            if value.is_finite() {
+                write!(out, "{value}")
+            } else {
+                write!(out, "\"{value}\"")
+            }
+        });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.field(field, |out| {
+            out.write_char('"')?;
+            write!(Escaped(out), "{value}")?;
+            out.write_char('"')
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, |out| {
+            out.write_char('"')?;
+            write!(Escaped(out), "{value:?}")?;
+            out.write_char('"')
+        });
+    }
+}
+
+/// A JSON string, quoted and escaped.
+fn write_str(out: &mut dyn Write, value: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(out).write_str(value)?;
+    out.write_char('"')
+}
+
+/// Escapes what it is given for the inside of a JSON string (RFC 8259 §7): `"`, `\` and the
+/// control characters; everything else, UTF-8 included, is written as it is.
+struct Escaped<'a>(&'a mut dyn Write);
+
+impl Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape: &str = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x00..=0x1f => "",
+                _ => continue,
+            };
+            // `i` is at an ASCII byte, so both slices end on character boundaries.
+            self.0.write_str(&s[start..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            start = i + 1;
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    fn lines_of(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLines)
+            .with_writer(captured.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_field_typed() {
+        let lines = lines_of(|| {
+            let reason = "a \"quoted\"\\ line\nwith\ttabs and \u{1} and é";
+            tracing::info!(
+                endpoint = "validate",
+                count = 3u64,
+                delta = -2i64,
+                ok = true,
+                ratio = 0.5,
+                nan = f64::NAN,
+                shown = %reason,
+                debugged = ?reason,
+                "decision"
+            );
+        });
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(line["message"], "decision");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["endpoint"], "validate");
+        assert_eq!(line["count"], 3);
+        assert_eq!(line["delta"], -2);
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["ratio"], 0.5);
+        assert_eq!(line["nan"], "NaN");
+        assert_eq!(
+            line["shown"],
+            "a \"quoted\"\\ line\nwith\ttabs and \u{1} and é"
+        );
+        assert_eq!(
+            line["debugged"],
+            format!("{:?}", "a \"quoted\"\\ line\nwith\ttabs and \u{1} and é")
+        );
+        assert!(line["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("server::json_log::tests"));
+    }
+
+    #[test]
+    fn the_timestamp_is_rfc3339_utc_with_microseconds() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-04T05:06:07.0123456Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let mut out = String::new();
+        write_timestamp(&mut out, now).unwrap();
+        assert_eq!(out, "2026-03-04T05:06:07.012345Z");
+        let parsed = chrono::DateTime::parse_from_rfc3339(&out).unwrap();
+        assert_eq!(parsed.timestamp(), now.timestamp());
+    }
+
+    #[test]
+    fn errors_are_their_display_text() {
+        let lines = lines_of(|| {
+            let error = std::io::Error::other("disk \"full\"");
+            tracing::warn!(error = &error as &dyn std::error::Error, "failed");
+        });
+        assert_eq!(lines[0]["error"], "disk \"full\"");
+        assert_eq!(lines[0]["level"], "WARN");
+    }
+}

@@ -1,0 +1,317 @@
+//! The pod spec as the policies, the defaults and the signature check read it.
+//!
+//! These are the fields of `core/v1` `PodSpec` and its parts that kube-baseline reads, with
+//! k8s-openapi's names and types, and nothing else. k8s-openapi's own types build every field
+//! of the object: each `env` entry, volume mount, toleration and probe timing becomes a
+//! `String` or a nested struct, allocated and then dropped unread. Here the JSON parser skips
+//! what is not listed without building it, which took the object's decode from the largest
+//! part of a review to a small one (BENCHMARKS.md).
+//!
+//! Like k8s-openapi's types, a missing or `null` field is its default and an unknown field is
+//! ignored; a field that is read and has the wrong JSON type is an error. A malformed field
+//! that nothing reads (`env: "x"`) is not: the API server validates the object against its
+//! schema before any webhook sees it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+
+/// A missing or `null` value as its type's default (k8s-openapi reads required lists so).
+fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
+/// `PodSpec`, reduced.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, deserialize_with = "nullable")]
+    pub containers: Vec<Container>,
+    pub init_containers: Option<Vec<Container>>,
+    pub ephemeral_containers: Option<Vec<EphemeralContainer>>,
+    pub security_context: Option<PodSecurityContext>,
+    pub restart_policy: Option<String>,
+    pub host_network: Option<bool>,
+    #[serde(rename = "hostPID")]
+    pub host_pid: Option<bool>,
+    #[serde(rename = "hostIPC")]
+    pub host_ipc: Option<bool>,
+    pub volumes: Option<Vec<Volume>>,
+    pub os: Option<PodOS>,
+}
+
+/// `Container` (app and init containers), reduced.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    pub image: Option<String>,
+    pub security_context: Option<SecurityContext>,
+    pub resources: Option<ResourceRequirements>,
+    pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
+    pub ports: Option<Vec<ContainerPort>>,
+}
+
+/// `EphemeralContainer`, reduced (no resources, probes or ports: the API server refuses them).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralContainer {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    pub image: Option<String>,
+    pub security_context: Option<SecurityContext>,
+}
+
+/// A container's `securityContext`, reduced.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    pub run_as_non_root: Option<bool>,
+    pub run_as_user: Option<i64>,
+    pub read_only_root_filesystem: Option<bool>,
+    pub allow_privilege_escalation: Option<bool>,
+    pub privileged: Option<bool>,
+    pub capabilities: Option<Capabilities>,
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+/// The pod's `securityContext`, reduced.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContext {
+    pub run_as_non_root: Option<bool>,
+    pub run_as_user: Option<i64>,
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Capabilities {
+    pub add: Option<Vec<String>>,
+    pub drop: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SeccompProfile {
+    #[serde(rename = "type", default, deserialize_with = "nullable")]
+    pub type_: String,
+}
+
+/// A quantity as written (`500m`, `256Mi`); `crate::quantity` reads its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Quantity(pub String);
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ResourceRequirements {
+    pub limits: Option<BTreeMap<String, Quantity>>,
+    pub requests: Option<BTreeMap<String, Quantity>>,
+}
+
+/// A probe, reduced to its `httpGet` path.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    pub http_get: Option<HTTPGetAction>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HTTPGetAction {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub container_port: i32,
+    pub host_port: Option<i32>,
+}
+
+/// A volume, reduced to its name and whether it mounts a path of the node.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    pub host_path: Option<HostPathVolumeSource>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HostPathVolumeSource {
+    #[serde(default, deserialize_with = "nullable")]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PodOS {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+}
+
+/// `PodTemplateSpec`: the pod's labels and annotations, and its spec.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PodTemplateSpec {
+    pub metadata: Option<PodTemplateMeta>,
+    pub spec: Option<PodSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PodTemplateMeta {
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field read here, from a pod spec as the API server returns it, compared with
+    /// what k8s-openapi's full types read from the same JSON: the reduced types must not
+    /// lose or misname a field the policies depend on.
+    #[test]
+    fn reads_the_same_values_as_k8s_openapi() {
+        let json = r#"{
+          "hostNetwork": true, "hostPID": false, "hostIPC": true, "restartPolicy": "Always",
+          "os": {"name": "linux"},
+          "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000,
+                              "seccompProfile": {"type": "RuntimeDefault"}},
+          "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "h", "hostPath": {"path": "/var"}}],
+          "initContainers": [{"name": "init", "image": "busybox", "env": [{"name": "A", "value": "b"}]}],
+          "containers": [{
+            "name": "app", "image": "r/app:1",
+            "ports": [{"name": "http", "containerPort": 8080, "hostPort": 80, "protocol": "TCP"}],
+            "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "100m"}},
+            "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 10},
+            "readinessProbe": {"exec": {"command": ["true"]}},
+            "securityContext": {"runAsNonRoot": false, "runAsUser": 0, "readOnlyRootFilesystem": true,
+              "allowPrivilegeEscalation": false, "privileged": true,
+              "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+              "seccompProfile": {"type": "Unconfined"}}
+          }],
+          "ephemeralContainers": [{"name": "debug", "image": "busybox",
+            "securityContext": {"privileged": true}}]
+        }"#;
+        let ours: PodSpec = serde_json::from_str(json).unwrap();
+        let full: k8s_openapi::api::core::v1::PodSpec = serde_json::from_str(json).unwrap();
+
+        assert_eq!(ours.host_network, full.host_network);
+        assert_eq!(ours.host_pid, full.host_pid);
+        assert_eq!(ours.host_ipc, full.host_ipc);
+        assert_eq!(ours.restart_policy, full.restart_policy);
+        assert_eq!(ours.os.unwrap().name, full.os.unwrap().name);
+        let (psc, fpsc) = (
+            ours.security_context.unwrap(),
+            full.security_context.unwrap(),
+        );
+        assert_eq!(psc.run_as_non_root, fpsc.run_as_non_root);
+        assert_eq!(psc.run_as_user, fpsc.run_as_user);
+        assert_eq!(
+            psc.seccomp_profile.unwrap().type_,
+            fpsc.seccomp_profile.unwrap().type_
+        );
+        let volumes = ours.volumes.unwrap();
+        let full_volumes = full.volumes.unwrap();
+        for (v, f) in volumes.iter().zip(&full_volumes) {
+            assert_eq!(v.name, f.name);
+            assert_eq!(v.host_path.is_some(), f.host_path.is_some());
+        }
+        assert_eq!(ours.init_containers.unwrap()[0].name, "init");
+
+        let (c, f) = (&ours.containers[0], &full.containers[0]);
+        assert_eq!(c.name, f.name);
+        assert_eq!(c.image, f.image);
+        let (p, fp) = (&c.ports.as_ref().unwrap()[0], &f.ports.as_ref().unwrap()[0]);
+        assert_eq!(p.name, fp.name);
+        assert_eq!(p.container_port, fp.container_port);
+        assert_eq!(p.host_port, fp.host_port);
+        let (r, fr) = (c.resources.as_ref().unwrap(), f.resources.as_ref().unwrap());
+        let quantities = |m: Option<&BTreeMap<String, Quantity>>| {
+            m.map(|m| {
+                m.iter()
+                    .map(|(k, q)| (k.clone(), q.0.clone()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let full_quantities = |m: Option<
+            &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
+            m.map(|m| {
+                m.iter()
+                    .map(|(k, q)| (k.clone(), q.0.clone()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            quantities(r.limits.as_ref()),
+            full_quantities(fr.limits.as_ref())
+        );
+        assert_eq!(
+            quantities(r.requests.as_ref()),
+            full_quantities(fr.requests.as_ref())
+        );
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .map(|p| p.http_get.as_ref().map(|g| g.path.clone()))
+        };
+        let full_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref()
+                .map(|p| p.http_get.as_ref().map(|g| g.path.clone()))
+        };
+        assert_eq!(path(&c.liveness_probe), full_path(&f.liveness_probe));
+        assert_eq!(path(&c.readiness_probe), full_path(&f.readiness_probe));
+        let (s, fs) = (
+            c.security_context.as_ref().unwrap(),
+            f.security_context.as_ref().unwrap(),
+        );
+        assert_eq!(s.run_as_non_root, fs.run_as_non_root);
+        assert_eq!(s.run_as_user, fs.run_as_user);
+        assert_eq!(s.read_only_root_filesystem, fs.read_only_root_filesystem);
+        assert_eq!(s.allow_privilege_escalation, fs.allow_privilege_escalation);
+        assert_eq!(s.privileged, fs.privileged);
+        let (caps, fcaps) = (
+            s.capabilities.as_ref().unwrap(),
+            fs.capabilities.as_ref().unwrap(),
+        );
+        assert_eq!(caps.add, fcaps.add);
+        assert_eq!(caps.drop, fcaps.drop);
+        assert_eq!(
+            s.seccomp_profile.as_ref().unwrap().type_,
+            fs.seccomp_profile.as_ref().unwrap().type_
+        );
+        let (e, fe) = (
+            &ours.ephemeral_containers.unwrap()[0],
+            &full.ephemeral_containers.unwrap()[0],
+        );
+        assert_eq!(e.name, fe.name);
+        assert_eq!(e.image, fe.image);
+        assert_eq!(
+            e.security_context.as_ref().unwrap().privileged,
+            fe.security_context.as_ref().unwrap().privileged
+        );
+    }
+
+    #[test]
+    fn a_read_field_of_the_wrong_type_is_an_error_and_an_unread_one_is_skipped() {
+        let wrong =
+            r#"{"containers": [{"name": "a", "securityContext": {"runAsNonRoot": "yes"}}]}"#;
+        let err = serde_json::from_str::<PodSpec>(wrong).unwrap_err();
+        assert!(err.to_string().contains("expected a boolean"), "{err}");
+        let unread = r#"{"containers": [{"name": "a", "env": "not a list"}], "tolerations": 7}"#;
+        let spec: PodSpec = serde_json::from_str(unread).unwrap();
+        assert_eq!(spec.containers[0].name, "a");
+    }
+
+    #[test]
+    fn null_lists_and_names_read_as_empty() {
+        let spec: PodSpec =
+            serde_json::from_str(r#"{"containers": null, "volumes": [{"name": null}]}"#).unwrap();
+        assert!(spec.containers.is_empty());
+        assert_eq!(spec.volumes.unwrap()[0].name, "");
+    }
+}
