@@ -40,7 +40,7 @@ use kube_baseline::workload::WorkloadKind;
 const USAGE: &str = "\
 cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
-                            [--exceptions N] [--only h2|h1]
+                            [--exceptions N] [--only h2|h1] [--dump-mix DIR]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ struct Options {
     /// Exceptions written for the memory run.
     exceptions: usize,
     protocols: Vec<Protocol>,
+    /// Write the mix's reviews into this directory (for h2load, callgrind) and exit.
+    dump_mix: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             client_threads: 2,
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
+            dump_mix: None,
         }
     }
 }
@@ -110,6 +113,7 @@ fn options() -> Options {
                     o.open_seconds = v;
                 }
             }
+            "--dump-mix" => o.dump_mix = Some(PathBuf::from(value(&arg))),
             "--only" => {
                 o.protocols = match value(&arg).as_str() {
                     "h2" => vec![Protocol::H2],
@@ -265,19 +269,24 @@ fn spawn(bin: &Path, certs: &Path, flavour: Flavour, extra: &[String]) -> Child 
         .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
-    // Drains the logs for the process's life; reports the webhook address once.
+    // Drains the logs for the process's life: line by line until the webhook's address is
+    // logged, then in blocks, as a container runtime copies a container's stdout to its log
+    // file (so the client's share of the 2 cores does not grow with the server's log lines).
     std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.is_some() && line.contains("\"listening\"") {
+        let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line.contains("\"listening\"") {
                 let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
                 let webhook = value["webhook"].as_str().and_then(|a| a.parse().ok());
                 let ops = value["ops"].as_str().and_then(|a| a.parse().ok());
                 if let (Some(webhook), Some(ops)) = (webhook, ops) {
-                    let _ = tx.take().map(|tx| tx.send((webhook, ops)));
+                    let _ = tx.send((webhook, ops));
+                    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                    return;
                 }
             }
+            line.clear();
         }
     });
     let pid = child.id();
@@ -903,6 +912,18 @@ fn exceptions_run(bench: &Bench, scratch: &Path) -> ExceptionsResult {
 
 fn main() {
     let options = options();
+    if let Some(dir) = &options.dump_mix {
+        std::fs::create_dir_all(dir).expect("--dump-mix directory");
+        for (i, review) in mix().iter().enumerate() {
+            std::fs::write(dir.join(format!("review-{i:02}.json")), review).expect("write review");
+        }
+        println!(
+            "wrote the mix's {} reviews into {}",
+            mix().len(),
+            dir.display()
+        );
+        return;
+    }
     let bin = binary();
     assert!(
         bin.exists(),

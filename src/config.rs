@@ -1017,14 +1017,41 @@ impl Config {
 
     /// The mode of a policy in a namespace, after overrides.
     pub fn mode(&self, policy: PolicyId, namespace: &str) -> Mode {
+        self.modes(namespace).get(policy)
+    }
+
+    /// Every policy's mode in a namespace, after overrides: for each policy, the first
+    /// override that names it and matches the namespace, else its own mode. Each override's
+    /// globs are matched at most once, so a review resolves its namespace once.
+    pub fn modes(&self, namespace: &str) -> Modes {
+        let mut modes = PolicyId::ALL.map(|p| self.policies.mode(p));
+        let mut overridden = [false; PolicyId::ALL.len()];
         for o in &self.namespace_overrides {
-            if let Some(mode) = o.policies.get(&policy) {
-                if o.matcher.as_ref().is_some_and(|m| m.is_match(namespace)) {
-                    return *mode;
+            if o.policies.keys().all(|p| overridden[*p as usize]) {
+                continue;
+            }
+            if !o.matcher.as_ref().is_some_and(|m| m.is_match(namespace)) {
+                continue;
+            }
+            for (policy, mode) in &o.policies {
+                let i = *policy as usize;
+                if !overridden[i] {
+                    modes[i] = *mode;
+                    overridden[i] = true;
                 }
             }
         }
-        self.policies.mode(policy)
+        Modes(modes)
+    }
+}
+
+/// The mode of every policy in one namespace ([`Config::modes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes([Mode; PolicyId::ALL.len()]);
+
+impl Modes {
+    pub fn get(&self, policy: PolicyId) -> Mode {
+        self.0[policy as usize]
     }
 }
 

@@ -162,7 +162,8 @@ fn pointer<'t>(base: &PointerBuf, tokens: impl IntoIterator<Item = &'t str>) -> 
 
 impl<'a> Defaulter<'a> {
     fn new(config: &'a Config, namespace: &str, workload: &'a Workload) -> Self {
-        let on = DEFAULTABLE.map(|p| config.mode(p, namespace) != Mode::Off);
+        let modes = config.modes(namespace);
+        let on = DEFAULTABLE.map(|p| modes.get(p) != Mode::Off);
         let linux = workload
             .spec
             .os

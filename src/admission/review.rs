@@ -169,21 +169,26 @@ pub struct Review {
 /// (or the object does not read as its kind), the object is kept raw and [`decode`]'s
 /// two-step path gives exactly its answer and error messages.
 pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let fast = OneEnvelope::deserialize(&mut de).and_then(|envelope| de.end().map(|()| envelope));
+    // The body is checked to be UTF-8 once, in one pass; then the parser reads it as a `str`
+    // and does not validate each string it reads again (on a Deployment's pod template,
+    // those per-string checks were a fifth of the decode).
+    let fast = std::str::from_utf8(body).map(|text| {
+        let mut de = serde_json::Deserializer::from_str(text);
+        OneEnvelope::deserialize(&mut de).and_then(|envelope| de.end().map(|()| envelope))
+    });
     match fast {
-        Ok(OneEnvelope {
+        Ok(Ok(OneEnvelope {
             api_version,
             kind,
             request,
-        }) => {
+        })) => {
             let request = check_envelope(api_version, kind, request.map(|r| r.0))?;
             let (request, workload) = request;
             Ok(Review { request, workload })
         }
-        // Malformed JSON, a missing `operation`, an object that does not read as its kind:
-        // the two-step decode names the problem as it always has.
-        Err(_) => decode(body).map(|request| Review {
+        // Not UTF-8, malformed JSON, a missing `operation`, an object that does not read as
+        // its kind: the two-step decode names the problem as it always has.
+        Ok(Err(_)) | Err(_) => decode(body).map(|request| Review {
             request,
             workload: None,
         }),
@@ -655,6 +660,7 @@ mod tests {
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"operation":"CREATE"}}"#,
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a"}}"#,
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","uid":"b","operation":"CREATE"}}"#,
+            b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"\xff\",\"operation\":\"CREATE\"}}",
         ] {
             let one = decode_review(body).unwrap_err().to_string();
             let two = decode(body).unwrap_err().to_string();

@@ -153,13 +153,14 @@ pub(crate) fn decide(
     } else {
         Vec::new()
     };
+    let modes = config.modes(namespace);
     let mut denials = Vec::new();
     let mut warnings = Vec::new();
     let mut waived: Vec<(Finding, &Exception)> = Vec::new();
     // Exceptions that matched a denied finding but waive nothing.
     let mut inactive: Vec<&Exception> = Vec::new();
     for finding in findings {
-        let mode = config.mode(finding.policy, namespace);
+        let mode = modes.get(finding.policy);
         if mode == Mode::Off {
             continue;
         }

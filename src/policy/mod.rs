@@ -149,8 +149,9 @@ impl Findings<'_> {
 /// in policy order, then container order.
 pub fn evaluate(config: &Config, workload: &Workload, namespace: &str) -> Vec<Finding> {
     let mut out = Vec::new();
+    let modes = config.modes(namespace);
     for policy in PolicyId::ALL {
-        if config.mode(policy, namespace) == crate::config::Mode::Off {
+        if modes.get(policy) == crate::config::Mode::Off {
             continue;
         }
         let mut findings = Findings {

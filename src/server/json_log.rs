@@ -63,19 +63,41 @@ fn write_event(
     out.write_str("}\n")
 }
 
-/// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it.
+/// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it. The date and time up
+/// to the second are formatted once a second per thread; only the microseconds each line.
 fn write_timestamp(out: &mut dyn Write, now: chrono::DateTime<chrono::Utc>) -> fmt::Result {
-    write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        now.year(),
-        now.month(),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.nanosecond() % 1_000_000_000 / 1_000
-    )
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != now.timestamp() {
+            cached.1.clear();
+            write!(
+                cached.1,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                now.year(),
+                now.month(),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second(),
+            )?;
+            cached.0 = now.timestamp();
+        }
+        out.write_str(&cached.1)
+    })?;
+    // A leap second's nanoseconds run past 10^9.
+    let mut micros = now.nanosecond() % 1_000_000_000 / 1_000;
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.write_char('.')?;
+    out.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)?;
+    out.write_char('Z')
 }
 
 /// Writes `,"name":value` for each field of the event.
@@ -155,9 +177,20 @@ fn write_str(out: &mut dyn Write, value: &str) -> fmt::Result {
 /// control characters; everything else, UTF-8 included, is written as it is.
 struct Escaped<'a>(&'a mut dyn Write);
 
+/// Whether any byte of `bytes` must be escaped. No early exit, so that the compiler makes it
+/// a vector loop: most values (uids, names, kinds) have nothing to escape.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
 impl Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
+        if !needs_escape(bytes) {
+            return self.0.write_str(s);
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let escape: &str = match b {
@@ -271,6 +304,13 @@ mod tests {
         let mut out = String::new();
         write_timestamp(&mut out, now).unwrap();
         assert_eq!(out, "2026-03-04T05:06:07.012345Z");
+        // The same second again (from the thread's cache), then the next one.
+        let mut again = String::new();
+        write_timestamp(&mut again, now + chrono::Duration::microseconds(7)).unwrap();
+        assert_eq!(again, "2026-03-04T05:06:07.012352Z");
+        let mut next = String::new();
+        write_timestamp(&mut next, now + chrono::Duration::seconds(1)).unwrap();
+        assert_eq!(next, "2026-03-04T05:06:08.012345Z");
         let parsed = chrono::DateTime::parse_from_rfc3339(&out).unwrap();
         assert_eq!(parsed.timestamp(), now.timestamp());
     }

@@ -356,12 +356,12 @@ fn log_decision(
     adrs.dedup();
     tracing::info!(
         endpoint = endpoint.as_str(),
-        uid = %request.uid,
-        kind = %request.kind.kind,
+        uid = request.uid.as_str(),
+        kind = request.kind.kind.as_str(),
         namespace = request.namespace.as_deref().unwrap_or(""),
         name = request.name.as_deref().unwrap_or(""),
         operation = request.operation.as_str(),
-        user = %request.user_info.username,
+        user = request.user_info.username.as_str(),
         dry_run = request.dry_run.unwrap_or(false),
         verdict = decision.verdict.as_str(),
         denied = %Comma(&decision.denied_by),
