@@ -5,13 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: a review allocates and frees a few hundred small
-/// objects (the decoded pod spec, the answer, the log line) on whichever worker thread runs
-/// it; under load glibc spent 2.5× the no-op reference's time in `malloc`/`free` and
-/// `malloc_consolidate` (perf, BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "kube-baseline",
