@@ -18,6 +18,7 @@ use crate::admission::review::{AdmissionRequest, GroupVersionKind, Operation, Us
 use crate::admission::{self, Action, Outcome, Snapshot, Verdict};
 use crate::config::Config;
 use crate::policy::PolicyId;
+use crate::workload::WorkloadKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -328,6 +329,12 @@ fn evaluate_one(
         return result;
     }
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    if let Some(problem) = schema_problem(group, version, &kind, v) {
+        result.verdict = Verdict::Invalid.as_str();
+        result.allowed = false;
+        result.message = Some(problem);
+        return result;
+    }
     let Ok(object) = serde_json::value::to_raw_value(v) else {
         return result;
     };
@@ -364,6 +371,22 @@ fn evaluate_one(
             .unwrap_or_default();
     }
     result
+}
+
+/// Why the pod spec of a workload manifest does not match the Kubernetes schema, if it does
+/// not. The webhook reads only the fields its policies use: in a cluster the API server has
+/// checked the object's schema before any webhook sees it. Offline there is no API server,
+/// so `check` reads the pod spec with k8s-openapi's full types, as the API server would,
+/// and a malformed field that no policy reads (`env: "x"`) fails in CI, not at apply.
+fn schema_problem(group: &str, version: &str, kind: &str, object: &Value) -> Option<String> {
+    use serde::Deserialize as _;
+    let workload = WorkloadKind::from_group_kind(group, kind).filter(|_| version == "v1")?;
+    let spec = object.pointer(workload.spec_pointer())?;
+    let error = k8s_openapi::api::core::v1::PodSpec::deserialize(spec).err()?;
+    Some(format!(
+        "{workload} object does not match the Kubernetes schema: {}: {error}",
+        workload.spec_path()
+    ))
 }
 
 /// Exit code: 1 when any object would be refused (or warned, with `strict`), else 0.

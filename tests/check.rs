@@ -335,3 +335,36 @@ fn exceptions_without_an_adr_index_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--adrs"));
 }
+
+/// The webhook reads only the fields its policies use (the API server checks the schema
+/// first); offline, `check` stands in for the API server and refuses a pod spec that does not
+/// match the Kubernetes schema, even in a field no policy reads.
+#[test]
+fn a_pod_spec_that_breaks_the_kubernetes_schema_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/check/ok/app.yaml"),
+    )
+    .unwrap();
+    let broken = ok.replacen("image:", "env: not-a-list\n          image:", 1);
+    assert_ne!(
+        ok, broken,
+        "the fixture has a container image to put env before"
+    );
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, &broken).unwrap();
+    let (code, report) = json(&[file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{report:#}");
+    let objects = report["results"].as_array().expect("results");
+    let invalid: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["verdict"] == "invalid")
+        .collect();
+    assert_eq!(invalid.len(), 1, "{report:#}");
+    let message = invalid[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not match the Kubernetes schema: spec.template.spec:"),
+        "{message}"
+    );
+    assert!(message.contains("invalid type"), "{message}");
+}

@@ -8,7 +8,8 @@ pub(super) fn check(w: &Workload, out: &mut Findings<'_>) {
     let pod = w.spec.security_context.as_ref();
     let pod_non_root = pod.and_then(|sc| sc.run_as_non_root);
     let pod_user = pod.and_then(|sc| sc.run_as_user);
-    let pod_sc = format!("{}.securityContext", w.kind.spec_path());
+    // `spec.template.spec.securityContext`, written into a message only when one is made.
+    let pod_sc = PodSecurityContext(w.kind.spec_path());
 
     let mut pod_root_used = false;
     for c in w.containers() {
@@ -59,5 +60,13 @@ pub(super) fn check(w: &Workload, out: &mut Findings<'_>) {
             "runAsUser is 0 (root) for the pod",
             "set a non-zero user id, e.g. 1000",
         );
+    }
+}
+
+struct PodSecurityContext(&'static str);
+
+impl std::fmt::Display for PodSecurityContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.securityContext", self.0)
     }
 }

@@ -292,7 +292,10 @@ async fn signatures(
                 .checked_sub(SIGNATURE_MARGIN)
                 .unwrap_or(until)
                 .max(tokio::time::Instant::now());
-            verifier.check_workload(workload, deadline).await
+            // Boxed: the verifier's future is large, and held inline it would make every
+            // review's future (moved into a task per HTTP/2 stream) that much larger, even
+            // where signatures are off.
+            Box::pin(verifier.check_workload(workload, deadline)).await
         }
         _ => crate::signature::SignatureReport::default(),
     }
