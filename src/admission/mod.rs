@@ -119,3 +119,16 @@ impl Decision {
         }
     }
 }
+
+/// The reviews captured from a real kube-apiserver v1.32 (`tests/data/apiserver/`) whose
+/// object is compliant, for the unit tests.
+#[cfg(test)]
+pub(crate) const CAPTURED_COMPLIANT: [&str; 7] = [
+    "create-deployment-validate.json",
+    "create-statefulset-validate.json",
+    "create-daemonset-validate.json",
+    "create-pod-validate.json",
+    "create-job-validate.json",
+    "create-cronjob-validate.json",
+    "update-deployment-validate.json",
+];

@@ -343,15 +343,7 @@ mod tests {
 
     #[test]
     fn every_captured_compliant_workload_is_allowed_without_warnings() {
-        for file in [
-            "create-deployment-validate.json",
-            "create-statefulset-validate.json",
-            "create-daemonset-validate.json",
-            "create-pod-validate.json",
-            "create-job-validate.json",
-            "create-cronjob-validate.json",
-            "update-deployment-validate.json",
-        ] {
+        for file in crate::admission::CAPTURED_COMPLIANT {
             let d = run(file);
             assert_eq!(d.verdict, Verdict::Allowed, "{file}: {:?}", d.response);
         }
