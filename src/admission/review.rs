@@ -128,6 +128,7 @@ pub struct AdmissionRequest {
     /// workload instead.
     #[serde(default)]
     pub object: Option<Box<RawValue>>,
+    /// The old object of an UPDATE, as sent; [`decode_review`] skips it (nothing reads it).
     #[serde(default)]
     pub old_object: Option<Box<RawValue>>,
     #[serde(default)]
@@ -342,15 +343,20 @@ impl<'de> Visitor<'de> for OneRequestVisitor {
                         return Err(A::Error::duplicate_field("object"));
                     }
                     match kind.as_ref().and_then(workload_kind_of) {
-                        Some(kind) => {
-                            workload = Some(Box::new(map.next_value_seed(WorkloadSeed(kind))?));
-                        }
+                        Some(kind) => match map.next_value_seed(WorkloadSeed(kind))? {
+                            Some(decoded) => workload = Some(Box::new(decoded)),
+                            // `object: null`, as a DELETE sends it.
+                            None => object = Some(None),
+                        },
                         None => object = Some(map.next_value()?),
                     }
                 }
                 RequestField::OldObject => {
+                    // Nothing reads the old object: skipped, not copied out (an UPDATE
+                    // carries the whole object twice).
                     once(&old_object, "oldObject")?;
-                    old_object = Some(map.next_value()?);
+                    map.next_value::<IgnoredAny>()?;
+                    old_object = Some(None);
                 }
                 RequestField::DryRun => {
                     once(&dry_run, "dryRun")?;
@@ -378,14 +384,34 @@ impl<'de> Visitor<'de> for OneRequestVisitor {
     }
 }
 
-/// Decodes an object as the workload of `kind`, in place.
+/// Decodes an object as the workload of `kind`, in place; `null` is no object.
 struct WorkloadSeed(WorkloadKind);
 
 impl<'de> DeserializeSeed<'de> for WorkloadSeed {
-    type Value = Workload;
+    type Value = Option<Workload>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Workload, D::Error> {
-        Workload::deserialize_as(self.0, deserializer)
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WorkloadSeed {
+    type Value = Option<Workload>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a {} object or null", self.0)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        Workload::deserialize_as(self.0, deserializer).map(Some)
     }
 }
 
@@ -612,6 +638,25 @@ mod tests {
         assert_eq!(v1, v2);
         assert!(m1.0.patch.is_some());
         assert_eq!(m1, m2);
+    }
+
+    #[test]
+    fn a_null_object_and_the_old_object_are_read_in_the_one_pass() {
+        // A DELETE of a Deployment: `object: null`, `oldObject` the deleted object. The one
+        // pass reads it (the two-step path would keep `oldObject` as raw JSON).
+        let review = decode_review(&captured("delete-deployment-validate.json")).unwrap();
+        assert_eq!(review.request.operation, Operation::Delete);
+        assert!(review.workload.is_none());
+        assert!(review.request.object.is_none());
+        assert!(review.request.old_object.is_none());
+        assert!(decode(&captured("delete-deployment-validate.json"))
+            .unwrap()
+            .old_object
+            .is_some());
+        // An UPDATE: the new object is decoded, the old one skipped.
+        let update = decode_review(&captured("update-deployment-validate.json")).unwrap();
+        assert!(update.workload.is_some());
+        assert!(update.request.old_object.is_none());
     }
 
     #[test]
