@@ -51,7 +51,7 @@ fn write_event(
     write_timestamp(out, now)?;
     out.write_str("\",\"level\":\"")?;
     out.write_str(meta.level().as_str())?;
-    out.write_char('"')?;
+    out.write_str("\"")?;
     let mut fields = Fields {
         out,
         result: Ok(()),
@@ -95,9 +95,9 @@ fn write_timestamp(out: &mut dyn Write, now: chrono::DateTime<chrono::Utc>) -> f
         *digit = b'0' + (micros % 10) as u8;
         micros /= 10;
     }
-    out.write_char('.')?;
+    out.write_str(".")?;
     out.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)?;
-    out.write_char('Z')
+    out.write_str("Z")
 }
 
 /// Writes `,"name":value` for each field of the event.
@@ -107,22 +107,38 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    /// `,"name":` and the value as `value` writes it. Pieces are written with `write_str`:
+    /// each write goes through `dyn Write`, so fewer and longer is cheaper.
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut dyn Write) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
         self.result = (|| {
-            self.out.write_char(',')?;
-            write_str(self.out, field.name())?;
-            self.out.write_char(':')?;
-            value(self.out)
+            self.out.write_str(",\"")?;
+            Escaped(&mut *self.out).write_str(field.name())?;
+            self.out.write_str("\":")?;
+            value(&mut *self.out)
+        })();
+    }
+
+    /// `,"name":"…"`, with what `text` writes escaped between the quotes.
+    fn string_field(&mut self, field: &Field, text: impl FnOnce(&mut Escaped<'_>) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            self.out.write_str(",\"")?;
+            Escaped(&mut *self.out).write_str(field.name())?;
+            self.out.write_str("\":\"")?;
+            text(&mut Escaped(&mut *self.out))?;
+            self.out.write_str("\"")
         })();
     }
 }
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |out| write_str(out, value));
+        self.string_field(field, |out| out.write_str(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -150,27 +166,19 @@ impl Visit for Fields<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.field(field, |out| {
-            out.write_char('"')?;
-            write!(Escaped(out), "{value}")?;
-            out.write_char('"')
-        });
+        self.string_field(field, |out| write!(out, "{value}"));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |out| {
-            out.write_char('"')?;
-            write!(Escaped(out), "{value:?}")?;
-            out.write_char('"')
-        });
+        self.string_field(field, |out| write!(out, "{value:?}"));
     }
 }
 
 /// A JSON string, quoted and escaped.
 fn write_str(out: &mut dyn Write, value: &str) -> fmt::Result {
-    out.write_char('"')?;
-    Escaped(out).write_str(value)?;
-    out.write_char('"')
+    out.write_str("\"")?;
+    Escaped(&mut *out).write_str(value)?;
+    out.write_str("\"")
 }
 
 /// Escapes what it is given for the inside of a JSON string (RFC 8259 §7): `"`, `\` and the

@@ -108,8 +108,32 @@ pub struct Quantity(pub String);
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ResourceRequirements {
-    pub limits: Option<BTreeMap<String, Quantity>>,
-    pub requests: Option<BTreeMap<String, Quantity>>,
+    pub limits: Option<ResourceList>,
+    pub requests: Option<ResourceList>,
+}
+
+/// `requests` or `limits`, reduced to the two resources the baseline reads: `cpu` and
+/// `memory` (others, such as `ephemeral-storage` or `nvidia.com/gpu`, are skipped). Two
+/// fields instead of a map: no map node and no key strings per container.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ResourceList {
+    pub cpu: Option<Quantity>,
+    pub memory: Option<Quantity>,
+}
+
+impl ResourceList {
+    /// The quantity of `cpu` or `memory`; `None` for any other name.
+    pub fn get(&self, name: &str) -> Option<&Quantity> {
+        match name {
+            "cpu" => self.cpu.as_ref(),
+            "memory" => self.memory.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
 }
 
 /// A probe, reduced to its `httpGet` path.
@@ -186,7 +210,7 @@ mod tests {
           "containers": [{
             "name": "app", "image": "r/app:1",
             "ports": [{"name": "http", "containerPort": 8080, "hostPort": 80, "protocol": "TCP"}],
-            "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "100m"}},
+            "resources": {"limits": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"}, "requests": {"cpu": "100m"}},
             "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 10},
             "readinessProbe": {"exec": {"command": ["true"]}},
             "securityContext": {"runAsNonRoot": false, "runAsUser": 0, "readOnlyRootFilesystem": true,
@@ -231,22 +255,31 @@ mod tests {
         assert_eq!(p.container_port, fp.container_port);
         assert_eq!(p.host_port, fp.host_port);
         let (r, fr) = (c.resources.as_ref().unwrap(), f.resources.as_ref().unwrap());
-        let quantities = |m: Option<&BTreeMap<String, Quantity>>| {
+        let quantities = |m: Option<&ResourceList>| {
             m.map(|m| {
-                m.iter()
-                    .map(|(k, q)| (k.clone(), q.0.clone()))
+                ["cpu", "memory"]
+                    .into_iter()
+                    .filter_map(|k| m.get(k).map(|q| (k.to_owned(), q.0.clone())))
                     .collect::<Vec<_>>()
             })
         };
+        // k8s-openapi keeps every resource; the baseline reads cpu and memory.
         let full_quantities = |m: Option<
             &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
         >| {
             m.map(|m| {
                 m.iter()
+                    .filter(|(k, _)| *k == "cpu" || *k == "memory")
                     .map(|(k, q)| (k.clone(), q.0.clone()))
                     .collect::<Vec<_>>()
             })
         };
+        assert!(r
+            .limits
+            .as_ref()
+            .unwrap()
+            .get("ephemeral-storage")
+            .is_none());
         assert_eq!(
             quantities(r.limits.as_ref()),
             full_quantities(fr.limits.as_ref())
