@@ -4,6 +4,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+/// The allocator of the `kube-baseline` binary, so that these figures are the server's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::hint::black_box;
 
 use chrono::Utc;

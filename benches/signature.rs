@@ -5,6 +5,10 @@
 #[path = "../tests/signature/harness.rs"]
 mod harness;
 
+/// The allocator of the `kube-baseline` binary, so that these figures are the server's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
