@@ -2,9 +2,9 @@
 //!
 //! We keep our own small types instead of kube-core's because the response's `patch` must be a
 //! base64 *string* (Go's `encoding/json` decodes `[]byte` from base64; kube-core writes an array
-//! of numbers) and because the object is kept as raw JSON until the kind is known, so it is
-//! decoded exactly once, for that kind: its pod template into k8s-openapi's typed structs,
-//! and of the rest only what the policies read (see `Workload::from_json`).
+//! of numbers) and because the object is decoded exactly once, for its kind, keeping only what
+//! the policies read: the server's [`decode_review`] reads it in the same pass as the
+//! envelope; [`decode`] keeps it as raw JSON for `Workload::from_json` later.
 
 use std::collections::BTreeMap;
 
@@ -51,7 +51,9 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
         return Err(DecodeError::Empty);
     }
     let envelope: Envelope = serde_json::from_slice(body).map_err(DecodeError::Json)?;
-    check_envelope(envelope.api_version, envelope.kind, envelope.request)
+    check_envelope(envelope.api_version, envelope.kind, envelope.request, |r| {
+        &r.uid
+    })
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -183,8 +185,8 @@ pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
             kind,
             request,
         })) => {
-            let request = check_envelope(api_version, kind, request.map(|r| r.0))?;
-            let (request, workload) = request;
+            let (request, workload) =
+                check_envelope(api_version, kind, request.map(|r| r.0), |r| &r.0.uid)?;
             Ok(Review { request, workload })
         }
         // Not UTF-8, malformed JSON, a missing `operation`, an object that does not read as
@@ -196,10 +198,12 @@ pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
     }
 }
 
-fn check_envelope<T: HasUid>(
+/// The checks both decodes make on the envelope, in the same order and with the same errors.
+fn check_envelope<T>(
     api_version: Option<String>,
     kind: Option<String>,
     request: Option<T>,
+    uid: impl Fn(&T) -> &str,
 ) -> Result<T, DecodeError> {
     match kind.as_deref() {
         Some(KIND) => {}
@@ -214,26 +218,10 @@ fn check_envelope<T: HasUid>(
         }
     }
     let request = request.ok_or(DecodeError::MissingRequest)?;
-    if request.uid().is_empty() {
+    if uid(&request).is_empty() {
         return Err(DecodeError::MissingUid);
     }
     Ok(request)
-}
-
-trait HasUid {
-    fn uid(&self) -> &str;
-}
-
-impl HasUid for AdmissionRequest {
-    fn uid(&self) -> &str {
-        &self.uid
-    }
-}
-
-impl HasUid for (AdmissionRequest, Option<Box<Workload>>) {
-    fn uid(&self) -> &str {
-        &self.0.uid
-    }
 }
 
 /// The envelope of [`decode_review`].
