@@ -404,10 +404,10 @@ fn the_webhook_deployment_passes_its_own_policies() {
         let config = build.config();
         let json = serde_json::to_string(build.deployment()).unwrap();
         let workload = Workload::from_json(WorkloadKind::Deployment, &json).unwrap();
-        let findings = evaluate(&config, &workload, "kube-baseline");
+        let findings = evaluate(&config, &workload, &config.modes("kube-baseline"));
         assert!(findings.is_empty(), "{env}: {findings:#?}");
         // And it would pass with every policy enforced in any namespace.
-        let findings = evaluate(&config, &workload, "payments");
+        let findings = evaluate(&config, &workload, &config.modes("payments"));
         assert!(findings.is_empty(), "{env}: {findings:#?}");
     }
 }

@@ -12,7 +12,6 @@
 //! kubelet would refuse in combination with the user's own values are not added either (see
 //! [`Defaulter::container`] and [`Defaulter::pod`]).
 
-use crate::workload::pod::{Container, SecurityContext};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use json_patch::jsonptr::PointerBuf;
@@ -24,6 +23,7 @@ use super::validate::{namespace_of, subject, Prepared, Subject};
 use super::{Decision, Snapshot, Verdict};
 use crate::config::{Config, Defaults, Mode};
 use crate::policy::PolicyId;
+use crate::workload::pod::{Container, SecurityContext};
 use crate::workload::{ContainerKind, ContainerRef, Workload, WorkloadKind};
 
 /// `patchType` of a JSON patch response.

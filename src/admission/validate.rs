@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::review::{AdmissionRequest, AdmissionResponse, Operation};
 use super::{message, Action, Decision, Outcome, Snapshot, Verdict};
-use crate::config::Mode;
+use crate::config::{Mode, Modes};
 use crate::exceptions::{self, index, Exception};
 use crate::policy::{self, Finding, PolicyId};
 use crate::workload::Workload;
@@ -121,9 +121,19 @@ pub fn finish(
     now: DateTime<Utc>,
 ) -> Decision {
     let namespace = namespace_of(request);
-    let mut findings = policy::evaluate(&snapshot.config, workload, namespace);
+    // The namespace's modes, resolved once for the policies and the decision.
+    let modes = snapshot.config.modes(namespace);
+    let mut findings = policy::evaluate(&snapshot.config, workload, &modes);
     findings.extend(signature_findings);
-    decide(snapshot, &request.uid, workload, namespace, findings, now)
+    decide(
+        snapshot,
+        &request.uid,
+        workload,
+        namespace,
+        &modes,
+        findings,
+        now,
+    )
 }
 
 /// Audit annotation keys. The API server records them as `<webhook name>/<key>`, so the key
@@ -139,6 +149,7 @@ pub(crate) fn decide(
     uid: &str,
     workload: &Workload,
     namespace: &str,
+    modes: &Modes,
     findings: Vec<Finding>,
     now: DateTime<Utc>,
 ) -> Decision {
@@ -153,7 +164,6 @@ pub(crate) fn decide(
     } else {
         Vec::new()
     };
-    let modes = config.modes(namespace);
     let mut denials = Vec::new();
     let mut warnings = Vec::new();
     let mut waived: Vec<(Finding, &Exception)> = Vec::new();

@@ -1,10 +1,9 @@
 //! `health-probes`: app containers of long-running workloads have an httpGet liveness probe
 //! on `/health/live` and readiness probe on `/health/ready` (paths configurable).
 
-use crate::workload::pod::Probe;
-
 use super::Findings;
 use crate::config::HealthProbes;
+use crate::workload::pod::Probe;
 use crate::workload::{ContainerKind, Workload};
 
 pub(super) fn check(w: &Workload, params: &HealthProbes, out: &mut Findings<'_>) {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, Modes};
 use crate::workload::{ContainerKind, Workload};
 
 mod drop_all_capabilities;
@@ -145,11 +145,10 @@ impl Findings<'_> {
     }
 }
 
-/// Run every policy whose mode is not `off` for the workload's namespace. Findings come back
-/// in policy order, then container order.
-pub fn evaluate(config: &Config, workload: &Workload, namespace: &str) -> Vec<Finding> {
+/// Run every policy whose mode in `modes` (the namespace's, [`Config::modes`]) is not `off`.
+/// Findings come back in policy order, then container order.
+pub fn evaluate(config: &Config, workload: &Workload, modes: &Modes) -> Vec<Finding> {
     let mut out = Vec::new();
-    let modes = config.modes(namespace);
     for policy in PolicyId::ALL {
         if modes.get(policy) == crate::config::Mode::Off {
             continue;
