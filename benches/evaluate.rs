@@ -93,6 +93,25 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Where the time of one review goes, step by step, on the built compliant Deployment:
+    // what the no-op reference does (decode skipping the object), the typed decode, then
+    // evaluation, then the encoded answer.
+    let body = &reviews()[2].1;
+    let mut group = c.benchmark_group("steps");
+    group.bench_function("decode-as-the-no-op", |b| {
+        b.iter(|| kube_baseline::admission::review::decode_envelope(black_box(body)).unwrap())
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| decode_review(black_box(body)).unwrap())
+    });
+    group.bench_function("decode-validate", |b| {
+        b.iter(|| {
+            let review = decode_review(black_box(body)).unwrap();
+            validate_decoded(&snapshot, &review.request, review.workload, Utc::now())
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -13,6 +13,7 @@ pub mod exceptions;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;
+mod scan;
 pub mod server;
 pub mod signature;
 pub mod workload;

@@ -3,6 +3,7 @@
 //! Every finding names the field the user must edit, so the view keeps the JSON path prefix
 //! of the pod template (`spec`, `spec.template.spec`, `spec.jobTemplate.spec.template.spec`).
 
+pub(crate) mod fast;
 pub mod pod;
 
 use std::collections::BTreeMap;
@@ -154,7 +155,7 @@ pub struct WorkloadError {
 }
 
 /// One pod controller, reduced to what the policies read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     pub kind: WorkloadKind,
     pub name: String,

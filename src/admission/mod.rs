@@ -3,6 +3,7 @@
 //! Nothing here does I/O; the server decodes the body, calls [`validate`] or [`mutate`] with
 //! the current [`Snapshot`] and the time, and encodes the response.
 
+mod fast;
 pub mod message;
 pub mod mutate;
 pub mod review;

@@ -5,6 +5,10 @@
 //! of numbers) and because the object is decoded exactly once, for its kind, keeping only what
 //! the policies read: the server's [`decode_review`] reads it in the same pass as the
 //! envelope; [`decode`] keeps it as raw JSON for `Workload::from_json` later.
+//!
+//! [`decode_review`] first tries a hand-written parser (`admission::fast`, on `crate::scan`)
+//! that fills these types in place; it gives up on anything unusual, and serde reads the body
+//! as before. The no-op reference's [`decode_envelope`] uses the same parser.
 
 use std::collections::BTreeMap;
 
@@ -51,9 +55,32 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
         return Err(DecodeError::Empty);
     }
     let envelope: Envelope = serde_json::from_slice(body).map_err(DecodeError::Json)?;
-    check_envelope(envelope.api_version, envelope.kind, envelope.request, |r| {
-        &r.uid
-    })
+    check_envelope(
+        envelope.api_version.as_deref(),
+        envelope.kind.as_deref(),
+        envelope.request,
+        |r| &r.uid,
+    )
+}
+
+/// [`decode`] for the no-op reference of the load bench: the same envelope and checks, with
+/// the object checked and skipped rather than kept (the no-op answers from the uid). Read by
+/// the same fast path as [`decode_review`], so that the reference costs what the webhook's
+/// own envelope decode costs.
+pub fn decode_envelope(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
+    let fast = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| super::fast::envelope(text, super::fast::Object::Skip).ok());
+    match fast {
+        Some(envelope) => check_envelope(
+            envelope.api_version.as_deref(),
+            envelope.kind.as_deref(),
+            envelope.request,
+            |r| &r.0.uid,
+        )
+        .map(|(request, _)| request),
+        None => decode(body),
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -96,7 +123,7 @@ impl Operation {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfo {
     #[serde(default)]
@@ -152,7 +179,7 @@ impl AdmissionRequest {
     }
 }
 
-fn workload_kind_of(gvk: &GroupVersionKind) -> Option<WorkloadKind> {
+pub(crate) fn workload_kind_of(gvk: &GroupVersionKind) -> Option<WorkloadKind> {
     (gvk.version == "v1")
         .then(|| WorkloadKind::from_group_kind(&gvk.group, &gvk.kind))
         .flatten()
@@ -172,26 +199,55 @@ pub struct Review {
 /// (or the object does not read as its kind), the object is kept raw and [`decode`]'s
 /// two-step path gives exactly its answer and error messages.
 pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
-    // The body is checked to be UTF-8 once, in one pass; then the parser reads it as a `str`
-    // and does not validate each string it reads again (on a Deployment's pod template,
-    // those per-string checks were a fifth of the decode).
-    let fast = std::str::from_utf8(body).map(|text| {
-        let mut de = serde_json::Deserializer::from_str(text);
-        OneEnvelope::deserialize(&mut de).and_then(|envelope| de.end().map(|()| envelope))
-    });
-    match fast {
-        Ok(Ok(OneEnvelope {
+    // The body is checked to be UTF-8 once, in one pass; then the parsers read it as a `str`
+    // and do not validate each string they read again (on a Deployment's pod template,
+    // those per-string checks were a fifth of serde's decode).
+    let Ok(text) = std::str::from_utf8(body) else {
+        return decode(body).map(|request| Review {
+            request,
+            workload: None,
+        });
+    };
+    // The fast path reads the usual review; on anything else it gives up and serde reads
+    // the body, with the answers and error messages it always gave.
+    decode_review_fast(text).unwrap_or_else(|| decode_review_serde(text, body))
+}
+
+/// [`decode_review`]'s fast path; `None` when it gives up.
+pub(crate) fn decode_review_fast(text: &str) -> Option<Result<Review, DecodeError>> {
+    let envelope = super::fast::envelope(text, super::fast::Object::Workload).ok()?;
+    Some(
+        check_envelope(
+            envelope.api_version.as_deref(),
+            envelope.kind.as_deref(),
+            envelope.request,
+            |r| &r.0.uid,
+        )
+        .map(|(request, workload)| Review { request, workload }),
+    )
+}
+
+/// [`decode_review`] with serde: the envelope and the object in one pass when the kind comes
+/// first, else the two-step [`decode`].
+pub(crate) fn decode_review_serde(text: &str, body: &[u8]) -> Result<Review, DecodeError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match OneEnvelope::deserialize(&mut de).and_then(|envelope| de.end().map(|()| envelope)) {
+        Ok(OneEnvelope {
             api_version,
             kind,
             request,
-        })) => {
-            let (request, workload) =
-                check_envelope(api_version, kind, request.map(|r| r.0), |r| &r.0.uid)?;
+        }) => {
+            let (request, workload) = check_envelope(
+                api_version.as_deref(),
+                kind.as_deref(),
+                request.map(|r| r.0),
+                |r| &r.0.uid,
+            )?;
             Ok(Review { request, workload })
         }
-        // Not UTF-8, malformed JSON, a missing `operation`, an object that does not read as
-        // its kind: the two-step decode names the problem as it always has.
-        Ok(Err(_)) | Err(_) => decode(body).map(|request| Review {
+        // Malformed JSON, a missing `operation`, an object that does not read as its kind:
+        // the two-step decode names the problem as it always has.
+        Err(_) => decode(body).map(|request| Review {
             request,
             workload: None,
         }),
@@ -200,16 +256,16 @@ pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
 
 /// The checks both decodes make on the envelope, in the same order and with the same errors.
 fn check_envelope<T>(
-    api_version: Option<String>,
-    kind: Option<String>,
+    api_version: Option<&str>,
+    kind: Option<&str>,
     request: Option<T>,
     uid: impl Fn(&T) -> &str,
 ) -> Result<T, DecodeError> {
-    match kind.as_deref() {
+    match kind {
         Some(KIND) => {}
         other => return Err(DecodeError::Kind(other.unwrap_or_default().to_owned())),
     }
-    match api_version.as_deref() {
+    match api_version {
         Some(API_VERSION) => {}
         other => {
             return Err(DecodeError::ApiVersion(

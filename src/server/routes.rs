@@ -47,7 +47,7 @@ pub fn reference_noop_router(state: AppState) -> Router {
 
 async fn noop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let read = read_body(&state, &headers, body).await;
-    match read.and_then(|bytes| Ok(admission::review::decode(&bytes)?)) {
+    match read.and_then(|bytes| Ok(admission::review::decode_envelope(&bytes)?)) {
         Ok(request) => (
             StatusCode::OK,
             Json(admission::AdmissionResponse::allow(request.uid).into_review()),

@@ -1,0 +1,594 @@
+//! A JSON pull parser for the one hot path: an AdmissionReview read straight into the
+//! [`Review`](crate::admission::review::Review) the engine evaluates.
+//!
+//! serde_json through `#[derive(Deserialize)]` spent most of a review's own time there: each
+//! nested struct is built in the visitor's locals, returned in a `Result`, wrapped in an
+//! `Option` and moved into its parent, and every key and skipped value goes through the
+//! generic `Visitor` machinery (BENCHMARKS.md). The decoders built on this parser
+//! (`admission::review::fast`, `workload::fast`) fill the same types in place.
+//!
+//! The parser only has to be right when it succeeds. Anything it does not handle the way
+//! serde_json would, or that serde_json would refuse, makes it give up with [`Bail`], and the
+//! caller decodes the body with serde instead, which gives the answer or the error message it
+//! always has. So it is at least as strict as serde_json:
+//! - whitespace is JSON's four characters; numbers follow RFC 8259's grammar; literals are
+//!   spelled out; strings refuse control characters and unknown escapes;
+//! - every value it skips is checked as serde_json checks an ignored value (a `\u` escape in
+//!   a skipped string needs four hex digits; its code point is not checked, as in serde_json);
+//! - a string it keeps must have valid escapes: a lone surrogate gives up (serde_json refuses
+//!   it);
+//! - nesting deeper than [`MAX_DEPTH`] gives up (serde_json refuses past 128);
+//! - integers with a fraction or an exponent, `-0`, or out of range, give up (serde_json
+//!   reads them as floats, or refuses them, for an integer field).
+//!
+//! The text is a `&str` (the body is checked to be UTF-8 once): a string without escapes is
+//! a slice of it, and every slice starts and ends next to an ASCII quote.
+
+use std::borrow::Cow;
+
+/// The fast path gave up: decode with serde instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bail;
+
+pub type Scan<T> = Result<T, Bail>;
+
+/// Deepest nesting of arrays and objects the parser follows.
+pub const MAX_DEPTH: u32 = 100;
+
+/// A cursor over a JSON text.
+#[derive(Debug)]
+pub struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    depth: u32,
+}
+
+/// `byte` repeated in each of a word's 8 bytes.
+const fn splat(byte: u8) -> u64 {
+    u64::from_le_bytes([byte; 8])
+}
+
+const LOW_BITS: u64 = splat(0x01);
+const HIGH_BITS: u64 = splat(0x80);
+
+/// The high bit of the lowest byte of `word` that is below `n` (n ≤ 0x80) is set, and no
+/// lower byte's is. Bytes above a match may be flagged falsely (by the borrow), never below:
+/// the lowest flag is exact.
+const fn bytes_below(word: u64, n: u8) -> u64 {
+    word.wrapping_sub(splat(n)) & !word & HIGH_BITS
+}
+
+/// The same for bytes equal to 0.
+const fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(LOW_BITS) & !word & HIGH_BITS
+}
+
+/// Whether a byte ends the plain run of a string: a quote, a backslash or a control
+/// character.
+const fn is_special(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+/// The index of the first byte at or after `from` that [`is_special`], or `bytes.len()`.
+/// Eight bytes at a time: the strings of a review are mostly plain and often long (image
+/// references, the `last-applied-configuration` annotation).
+fn plain_end(bytes: &[u8], mut from: usize) -> usize {
+    while let Some(chunk) = bytes.get(from..from + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk);
+        let found = zero_bytes(word ^ splat(b'"'))
+            | zero_bytes(word ^ splat(b'\\'))
+            | bytes_below(word, 0x20);
+        if found != 0 {
+            return from + (found.trailing_zeros() / 8) as usize;
+        }
+        from += 8;
+    }
+    while from < bytes.len() && !is_special(bytes[from]) {
+        from += 1;
+    }
+    from
+}
+
+fn hex_digit(byte: u8) -> Scan<u16> {
+    match byte {
+        b'0'..=b'9' => Ok(u16::from(byte - b'0')),
+        b'a'..=b'f' => Ok(u16::from(byte - b'a' + 10)),
+        b'A'..=b'F' => Ok(u16::from(byte - b'A' + 10)),
+        _ => Err(Bail),
+    }
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Parser {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, not consumed.
+    pub fn peek(&mut self) -> Scan<u8> {
+        self.skip_whitespace();
+        self.bytes.get(self.pos).copied().ok_or(Bail)
+    }
+
+    fn eat(&mut self, byte: u8) -> Scan<()> {
+        if self.peek()? == byte {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Scan<()> {
+        if self.bytes[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    /// Only whitespace is left.
+    pub fn end(&mut self) -> Scan<()> {
+        self.skip_whitespace();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    /// Consumes `null` if it comes next.
+    pub fn null(&mut self) -> Scan<bool> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn enter(&mut self) -> Scan<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            Err(Bail)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// An object: `field` is called with each key (unescaped) and must consume its value.
+    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Scan<()>) -> Scan<()> {
+        self.eat(b'{')?;
+        self.enter()?;
+        if self.peek()? == b'}' {
+            self.pos += 1;
+        } else {
+            loop {
+                let key = self.string()?;
+                self.eat(b':')?;
+                field(self, &key)?;
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b'}' => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Bail),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// An array: `item` is called for each element and must consume it.
+    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+        self.eat(b'[')?;
+        self.enter()?;
+        if self.peek()? == b']' {
+            self.pos += 1;
+        } else {
+            loop {
+                item(self)?;
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b']' => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Bail),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// A string, borrowed from the text when it has no escapes.
+    pub fn string(&mut self) -> Scan<Cow<'a, str>> {
+        if self.peek()? != b'"' {
+            return Err(Bail);
+        }
+        let start = self.pos + 1;
+        let end = plain_end(self.bytes, start);
+        match self.bytes.get(end) {
+            Some(b'"') => {
+                self.pos = end + 1;
+                // Both ends are next to an ASCII quote: character boundaries.
+                self.text.get(start..end).map(Cow::Borrowed).ok_or(Bail)
+            }
+            Some(b'\\') => self.escaped_string(start, end).map(Cow::Owned),
+            _ => Err(Bail),
+        }
+    }
+
+    /// The rest of a string from its first backslash at `end`.
+    fn escaped_string(&mut self, start: usize, mut end: usize) -> Scan<String> {
+        let mut out = String::with_capacity(end - start + 16);
+        out.push_str(self.text.get(start..end).ok_or(Bail)?);
+        loop {
+            match self.bytes.get(end) {
+                Some(b'"') => {
+                    self.pos = end + 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    end = self.unescape(end + 1, &mut out)?;
+                    let run = plain_end(self.bytes, end);
+                    out.push_str(self.text.get(end..run).ok_or(Bail)?);
+                    end = run;
+                }
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    /// Decodes the escape after a backslash at `at - 1` into `out`; returns where it ends.
+    fn unescape(&self, at: usize, out: &mut String) -> Scan<usize> {
+        let simple = match self.bytes.get(at) {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let high = self.hex4(at + 1)?;
+                let (code, end) = match high {
+                    0xD800..=0xDBFF => {
+                        if self.bytes.get(at + 5..at + 7) != Some(b"\\u") {
+                            return Err(Bail);
+                        }
+                        let low = self.hex4(at + 7)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(Bail);
+                        }
+                        let code = 0x10000
+                            + ((u32::from(high) - 0xD800) << 10)
+                            + (u32::from(low) - 0xDC00);
+                        (code, at + 11)
+                    }
+                    0xDC00..=0xDFFF => return Err(Bail),
+                    _ => (u32::from(high), at + 5),
+                };
+                out.push(char::from_u32(code).ok_or(Bail)?);
+                return Ok(end);
+            }
+            _ => return Err(Bail),
+        };
+        out.push(simple);
+        Ok(at + 1)
+    }
+
+    fn hex4(&self, at: usize) -> Scan<u16> {
+        let digits = self.bytes.get(at..at + 4).ok_or(Bail)?;
+        digits
+            .iter()
+            .try_fold(0u16, |value, &digit| Ok(value << 4 | hex_digit(digit)?))
+    }
+
+    /// A string, owned.
+    pub fn owned_string(&mut self) -> Scan<String> {
+        self.string().map(Cow::into_owned)
+    }
+
+    pub fn bool(&mut self) -> Scan<bool> {
+        match self.peek()? {
+            b't' => self.literal("true").map(|()| true),
+            b'f' => self.literal("false").map(|()| false),
+            _ => Err(Bail),
+        }
+    }
+
+    /// An integer without fraction or exponent that fits an `i64`.
+    pub fn i64(&mut self) -> Scan<i64> {
+        self.skip_whitespace();
+        let negative = self.bytes.get(self.pos) == Some(&b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let start = self.pos;
+        let mut value: i64 = 0;
+        while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.pos) {
+            let digit = i64::from(digit - b'0');
+            value = value.checked_mul(10).ok_or(Bail)?;
+            value = if negative {
+                value.checked_sub(digit)
+            } else {
+                value.checked_add(digit)
+            }
+            .ok_or(Bail)?;
+            self.pos += 1;
+        }
+        let digits = self.pos - start;
+        let leading_zero = digits > 1 && self.bytes[start] == b'0';
+        // serde_json reads `-0` as the float -0.0, which an integer field refuses.
+        let negative_zero = negative && value == 0;
+        if digits == 0 || leading_zero || negative_zero {
+            return Err(Bail);
+        }
+        match self.bytes.get(self.pos) {
+            Some(b'.' | b'e' | b'E') => Err(Bail),
+            _ => Ok(value),
+        }
+    }
+
+    pub fn i32(&mut self) -> Scan<i32> {
+        i32::try_from(self.i64()?).map_err(|_| Bail)
+    }
+
+    /// Skips one value of any type, checking it as serde_json checks an ignored value.
+    pub fn skip(&mut self) -> Scan<()> {
+        match self.peek()? {
+            b'"' => self.skip_string(),
+            b'{' => self.object(|p, _| p.skip()),
+            b'[' => self.array(Parser::skip),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => Err(Bail),
+        }
+    }
+
+    fn skip_string(&mut self) -> Scan<()> {
+        let mut at = self.pos + 1;
+        loop {
+            at = plain_end(self.bytes, at);
+            match self.bytes.get(at) {
+                Some(b'"') => {
+                    self.pos = at + 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    at = match self.bytes.get(at + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
+                        Some(b'u') => self.hex4(at + 2).map(|_| at + 6)?,
+                        _ => return Err(Bail),
+                    }
+                }
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn skip_number(&mut self) -> Scan<()> {
+        if self.bytes.get(self.pos) == Some(&b'-') {
+            self.pos += 1;
+        }
+        let start = self.pos;
+        let integer = self.digits();
+        if integer == 0 || (integer > 1 && self.bytes[start] == b'0') {
+            return Err(Bail);
+        }
+        if self.bytes.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(Bail);
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.pos) {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.bytes.get(self.pos) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Bail);
+            }
+        }
+        Ok(())
+    }
+
+    /// `null` as `None`, anything else as `read` reads it into a default value.
+    pub fn option<T: Default>(
+        &mut self,
+        slot: &mut Option<T>,
+        read: impl FnOnce(&mut Self, &mut T) -> Scan<()>,
+    ) -> Scan<()> {
+        if self.null()? {
+            *slot = None;
+            Ok(())
+        } else {
+            read(self, slot.insert(T::default()))
+        }
+    }
+
+    /// An array whose elements `read` reads, each into a default value pushed on `out`.
+    pub fn vec<T: Default>(
+        &mut self,
+        out: &mut Vec<T>,
+        mut read: impl FnMut(&mut Self, &mut T) -> Scan<()>,
+    ) -> Scan<()> {
+        self.array(|p| {
+            out.push(T::default());
+            match out.last_mut() {
+                Some(last) => read(p, last),
+                None => Err(Bail),
+            }
+        })
+    }
+
+    /// An array of strings.
+    pub fn strings(&mut self, out: &mut Vec<String>) -> Scan<()> {
+        self.array(|p| p.owned_string().map(|s| out.push(s)))
+    }
+}
+
+/// Marks field `bit` of an object as read; a second time gives up (serde refuses a
+/// duplicate field).
+pub fn once(seen: &mut u32, bit: u32) -> Scan<()> {
+    let mask = 1 << bit;
+    if *seen & mask != 0 {
+        return Err(Bail);
+    }
+    *seen |= mask;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skip_all(text: &str) -> Scan<()> {
+        let mut p = Parser::new(text);
+        p.skip()?;
+        p.end()
+    }
+
+    #[test]
+    fn plain_end_finds_the_first_special_byte_at_every_offset() {
+        for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+            for len in 0..40 {
+                for at in 0..=len {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes that look close to the specials in a word: high bytes, 0x20, 0x21.
+                    for (i, b) in bytes.iter_mut().enumerate() {
+                        *b = [b'a', 0xc3, 0x20, b'#', 0xff][i % 5];
+                    }
+                    if at < len {
+                        bytes[at] = special;
+                        // A second special after the first must not move the answer.
+                        if at + 3 < len {
+                            bytes[at + 3] = b'"';
+                        }
+                    }
+                    assert_eq!(plain_end(&bytes, 0), at, "{special:#x} at {at} of {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_are_unescaped_as_serde_json_does() {
+        for text in [
+            r#""plain""#,
+            r#""a\"b\\c\/d\be\ff\ng\rh\ti""#,
+            r#""caf\u00e9 \u00E9 \u4e2d \ud83d\ude00 end""#,
+            r#""\u003chtml\u003e &amp;""#,
+            r#""""#,
+            "\"é 中 😀\"",
+        ] {
+            let ours = Parser::new(text).string().unwrap();
+            let theirs: String = serde_json::from_str(text).unwrap();
+            assert_eq!(ours, theirs, "{text}");
+        }
+    }
+
+    #[test]
+    fn what_serde_json_refuses_gives_up() {
+        for text in [
+            r#""lone \ud800 high""#,
+            r#""lone \udc00 low""#,
+            r#""bad \x escape""#,
+            r#""short \u12""#,
+            "\"tab\tinside\"",
+            r#""unterminated"#,
+        ] {
+            assert!(serde_json::from_str::<String>(text).is_err(), "{text}");
+            assert_eq!(Parser::new(text).string(), Err(Bail), "{text}");
+        }
+    }
+
+    #[test]
+    fn skipping_accepts_exactly_the_json_serde_json_accepts() {
+        let cases = [
+            "0",
+            "-0",
+            "12",
+            "-12.5e+3",
+            "1E9",
+            "0.0",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "+1",
+            "true",
+            "tru",
+            "nul",
+            "null",
+            r#"{"a":[1,{"b":null}],"c":"\u12ab"}"#,
+            r#"{"a":1,}"#,
+            "[1,]",
+            "[,1]",
+            r#"{"a" 1}"#,
+            r#"{"a":1 "b":2}"#,
+            r#""\ud800""#,
+            r#""\uzzzz""#,
+            " [ ] ",
+            "[] x",
+        ];
+        for text in cases {
+            let serde = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+            assert_eq!(skip_all(text).is_ok(), serde, "{text}");
+        }
+    }
+
+    #[test]
+    fn integers_out_of_range_or_with_fractions_give_up() {
+        assert_eq!(Parser::new("-9223372036854775808").i64(), Ok(i64::MIN));
+        assert_eq!(Parser::new("9223372036854775808").i64(), Err(Bail));
+        assert_eq!(Parser::new("2147483648").i32(), Err(Bail));
+        assert_eq!(Parser::new(" -7,").i32(), Ok(-7));
+        assert_eq!(Parser::new("2.0").i32(), Err(Bail));
+        assert_eq!(Parser::new("2e1").i32(), Err(Bail));
+        assert_eq!(Parser::new("007").i32(), Err(Bail));
+        assert_eq!(Parser::new("-0").i32(), Err(Bail));
+        assert_eq!(Parser::new("0").i32(), Ok(0));
+    }
+
+    #[test]
+    fn nesting_past_the_limit_gives_up_before_the_stack_does() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(skip_all(&deep), Err(Bail));
+        let fine = format!("{}{}", "[".repeat(50), "]".repeat(50));
+        assert_eq!(skip_all(&fine), Ok(()));
+    }
+}
