@@ -5,6 +5,7 @@
 //! for a series name finds where it is defined. prometheus-client appends `_total` to
 //! counters and the unit (`_seconds`) to families registered with one.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,8 +15,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::admission::{AdmissionRequest, Decision};
+use crate::admission::review::Operation;
+use crate::admission::{AdmissionRequest, Decision, Verdict};
 use crate::policy::PolicyId;
+use crate::workload::WorkloadKind;
 
 /// The Content-Type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,8 +32,8 @@ pub const DURATION_BUCKETS: [f64; 16] = [
 /// Which webhook endpoint a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
-    Validate,
-    Mutate,
+    Validate = 0,
+    Mutate = 1,
 }
 
 impl Endpoint {
@@ -126,16 +129,67 @@ pub struct Metrics {
     pub mutations: Family<PolicyLabels, Counter>,
     pub waivers: Family<WaiverLabels, Counter>,
     pub build_info: Family<VersionLabels, Gauge>,
+    /// Handles on the `requests` series of the workload kinds, made on first use: a review
+    /// counts itself with one atomic add instead of hashing its labels into the family's map
+    /// under its lock.
+    request_series: Box<[OnceLock<Counter>]>,
+    /// Handles on the `duration` histogram of each endpoint.
+    duration_series: [Histogram; 2],
+}
+
+const OPERATIONS: [Operation; 4] = [
+    Operation::Create,
+    Operation::Update,
+    Operation::Delete,
+    Operation::Connect,
+];
+const VERDICTS: [Verdict; 5] = [
+    Verdict::Allowed,
+    Verdict::Warned,
+    Verdict::Denied,
+    Verdict::Skipped,
+    Verdict::Invalid,
+];
+const REQUEST_SERIES: usize = 2 * OPERATIONS.len() * WorkloadKind::ALL.len() * VERDICTS.len();
+
+/// The index of a `requests` series in [`Metrics::request_series`]; `None` for a kind that
+/// is not a workload (counted through the family).
+fn request_series_index(
+    endpoint: Endpoint,
+    operation: Operation,
+    kind: &str,
+    verdict: Verdict,
+) -> Option<usize> {
+    let kind = WorkloadKind::ALL.iter().position(|k| k.as_str() == kind)?;
+    let operation = OPERATIONS.iter().position(|o| *o == operation)?;
+    let verdict = VERDICTS.iter().position(|v| *v == verdict)?;
+    let endpoint = endpoint as usize;
+    Some(
+        ((endpoint * OPERATIONS.len() + operation) * WorkloadKind::ALL.len() + kind)
+            * VERDICTS.len()
+            + verdict,
+    )
 }
 
 impl Metrics {
     /// Create the families and register them into `registry`. Other parts register theirs
     /// into the same registry before it is frozen into the server's state.
     pub fn new(registry: &mut Registry) -> Self {
+        let duration: Family<EndpointLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let duration_series = [Endpoint::Validate, Endpoint::Mutate].map(|endpoint| {
+            duration
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.as_str(),
+                })
+                .clone()
+        });
         let metrics = Self {
             requests: Family::default(),
             errors: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
+            duration,
+            request_series: (0..REQUEST_SERIES).map(|_| OnceLock::new()).collect(),
+            duration_series,
             in_flight: Gauge::default(),
             tls_handshake_failures: Counter::default(),
             certificate_expiry: Gauge::default(),
@@ -254,14 +308,27 @@ impl Metrics {
         decision: &Decision,
         elapsed: Duration,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint: endpoint.as_str(),
-                operation: request.operation.as_str(),
-                kind: kind_label(&request.kind.kind),
-                verdict: decision.verdict.as_str(),
-            })
-            .inc();
+        let labels = || RequestLabels {
+            endpoint: endpoint.as_str(),
+            operation: request.operation.as_str(),
+            kind: kind_label(&request.kind.kind),
+            verdict: decision.verdict.as_str(),
+        };
+        match request_series_index(
+            endpoint,
+            request.operation,
+            &request.kind.kind,
+            decision.verdict,
+        ) {
+            Some(index) => {
+                self.request_series[index]
+                    .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                    .inc();
+            }
+            None => {
+                self.requests.get_or_create(&labels()).inc();
+            }
+        }
         self.observe_duration(endpoint, elapsed);
         let findings = [
             ("denied", &decision.denied_by),
@@ -312,11 +379,7 @@ impl Metrics {
     }
 
     fn observe_duration(&self, endpoint: Endpoint, elapsed: Duration) {
-        self.duration
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.as_str(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.duration_series[endpoint as usize].observe(elapsed.as_secs_f64());
     }
 
     /// Set the serving certificate's notAfter (Unix seconds).
@@ -409,6 +472,57 @@ mod tests {
         }
         // Requests appear with their first review (kind and operation are open sets).
         assert!(!text.contains("kube_baseline_admission_requests_total"));
+    }
+
+    #[test]
+    fn every_review_is_counted_in_its_series_workload_kind_or_not() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let body = |kind: &str, operation: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"{kind}"}},"operation":"{operation}"}}}}"#
+            )
+        };
+        let decision = |verdict| {
+            Decision::of(
+                crate::admission::review::AdmissionResponse::allow("u"),
+                verdict,
+            )
+        };
+        let deployment =
+            crate::admission::review::decode(body("Deployment", "CREATE").as_bytes()).unwrap();
+        let namespace =
+            crate::admission::review::decode(body("Namespace", "UPDATE").as_bytes()).unwrap();
+        for _ in 0..3 {
+            metrics.record_decision(
+                Endpoint::Validate,
+                &deployment,
+                &decision(Verdict::Allowed),
+                Duration::ZERO,
+            );
+        }
+        metrics.record_decision(
+            Endpoint::Mutate,
+            &deployment,
+            &decision(Verdict::Denied),
+            Duration::ZERO,
+        );
+        metrics.record_decision(
+            Endpoint::Validate,
+            &namespace,
+            &decision(Verdict::Skipped),
+            Duration::ZERO,
+        );
+        let text = encode(&registry);
+        for series in [
+            r#"kube_baseline_admission_requests_total{endpoint="validate",operation="CREATE",kind="Deployment",verdict="allowed"} 3"#,
+            r#"kube_baseline_admission_requests_total{endpoint="mutate",operation="CREATE",kind="Deployment",verdict="denied"} 1"#,
+            r#"kube_baseline_admission_requests_total{endpoint="validate",operation="UPDATE",kind="Namespace",verdict="skipped"} 1"#,
+            r#"kube_baseline_admission_request_duration_seconds_count{endpoint="validate"} 4"#,
+            r#"kube_baseline_admission_request_duration_seconds_count{endpoint="mutate"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
     }
 
     #[test]

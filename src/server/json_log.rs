@@ -37,12 +37,29 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write_event(&mut writer, chrono::Utc::now(), event)
+        // The line is built in a `String` of this thread and handed over in one write: the
+        // writer is a `dyn Write`, and a line is some 80 small pieces.
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        LINE.with(|line| {
+            // A value whose `Display` logs would format a line within a line: it gets a
+            // buffer of its own.
+            let mut own = String::new();
+            let mut shared = line.try_borrow_mut();
+            let line = match &mut shared {
+                Ok(line) => &mut **line,
+                Err(_) => &mut own,
+            };
+            line.clear();
+            write_event(line, chrono::Utc::now(), event)?;
+            writer.write_str(line)
+        })
     }
 }
 
 fn write_event(
-    out: &mut dyn Write,
+    out: &mut String,
     now: chrono::DateTime<chrono::Utc>,
     event: &Event<'_>,
 ) -> fmt::Result {
@@ -65,7 +82,7 @@ fn write_event(
 
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it. The date and time up
 /// to the second are formatted once a second per thread; only the microseconds each line.
-fn write_timestamp(out: &mut dyn Write, now: chrono::DateTime<chrono::Utc>) -> fmt::Result {
+fn write_timestamp(out: &mut String, now: chrono::DateTime<chrono::Utc>) -> fmt::Result {
     thread_local! {
         static SECOND: std::cell::RefCell<(i64, String)> =
             const { std::cell::RefCell::new((i64::MIN, String::new())) };
@@ -102,14 +119,13 @@ fn write_timestamp(out: &mut dyn Write, now: chrono::DateTime<chrono::Utc>) -> f
 
 /// Writes `,"name":value` for each field of the event.
 struct Fields<'a> {
-    out: &'a mut dyn Write,
+    out: &'a mut String,
     result: fmt::Result,
 }
 
 impl Fields<'_> {
-    /// `,"name":` and the value as `value` writes it. Pieces are written with `write_str`:
-    /// each write goes through `dyn Write`, so fewer and longer is cheaper.
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut dyn Write) -> fmt::Result) {
+    /// `,"name":` and the value as `value` writes it.
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
@@ -175,7 +191,7 @@ impl Visit for Fields<'_> {
 }
 
 /// A JSON string, quoted and escaped.
-fn write_str(out: &mut dyn Write, value: &str) -> fmt::Result {
+fn write_str(out: &mut String, value: &str) -> fmt::Result {
     out.write_str("\"")?;
     Escaped(&mut *out).write_str(value)?;
     out.write_str("\"")
@@ -183,7 +199,7 @@ fn write_str(out: &mut dyn Write, value: &str) -> fmt::Result {
 
 /// Escapes what it is given for the inside of a JSON string (RFC 8259 §7): `"`, `\` and the
 /// control characters; everything else, UTF-8 included, is written as it is.
-struct Escaped<'a>(&'a mut dyn Write);
+struct Escaped<'a>(&'a mut String);
 
 /// Whether any byte of `bytes` must be escaped. No early exit, so that the compiler makes it
 /// a vector loop: most values (uids, names, kinds) have nothing to escape.

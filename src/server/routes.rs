@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use std::borrow::Cow;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -57,29 +58,33 @@ async fn noop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> 
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ReviewQuery {
-    timeout: Option<String>,
+/// The `timeout` query parameter the API server adds (`?timeout=10s`); `None` when absent or
+/// given twice.
+fn timeout_parameter(uri: &Uri) -> Option<Cow<'_, str>> {
+    let query = uri.query()?;
+    let mut timeouts = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "timeout")
+        .map(|(_, value)| value);
+    let timeout = timeouts.next()?;
+    timeouts.next().is_none().then_some(timeout)
 }
 
 async fn validate(
     State(state): State<AppState>,
-    query: Result<Query<ReviewQuery>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let timeout = query.ok().and_then(|Query(q)| q.timeout);
-    review(state, Endpoint::Validate, timeout, headers, body).await
+    review(state, Endpoint::Validate, &uri, headers, body).await
 }
 
 async fn mutate(
     State(state): State<AppState>,
-    query: Result<Query<ReviewQuery>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let timeout = query.ok().and_then(|Query(q)| q.timeout);
-    review(state, Endpoint::Mutate, timeout, headers, body).await
+    review(state, Endpoint::Mutate, &uri, headers, body).await
 }
 
 /// Why a review got no AdmissionReview.
@@ -158,13 +163,16 @@ fn error_response(problem: &Problem) -> Response {
 async fn review(
     state: AppState,
     endpoint: Endpoint,
-    timeout: Option<String>,
+    uri: &Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::start(&state.metrics);
-    let deadline = Deadline::from_query(timeout.as_deref(), state.limits.deadline_margin);
+    let deadline = Deadline::from_query(
+        timeout_parameter(uri).as_deref(),
+        state.limits.deadline_margin,
+    );
     let until = tokio::time::Instant::from_std(started) + deadline.budget;
 
     let read = tokio::time::timeout_at(until, read_body(&state, &headers, body)).await;
@@ -182,16 +190,13 @@ async fn review(
     // Today's evaluation is synchronous and takes microseconds; image-signature verification
     // adds registry calls here, which the deadline bounds.
     let Review { request, workload } = review;
-    let decision =
-        match tokio::time::timeout_at(until, evaluate(&state, endpoint, &request, workload, until))
-            .await
-        {
-            Ok(decision) => decision,
-            Err(_) => {
-                let problem = deadline_exceeded(&deadline, "evaluating the review");
-                return refuse(&state, endpoint, Some(&request), problem, started);
-            }
-        };
+    let decision = match evaluate(&state, endpoint, &request, workload, until).await {
+        Ok(decision) => decision,
+        Err(OutOfTime) => {
+            let problem = deadline_exceeded(&deadline, "evaluating the review");
+            return refuse(&state, endpoint, Some(&request), problem, started);
+        }
+    };
 
     let elapsed = started.elapsed();
     state
@@ -238,37 +243,43 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     Ok(bytes)
 }
 
-/// The evaluation step. Async so that steps that wait (registry calls) fit in; the snapshot
-/// is held for the whole review, so a reload mid-review does not mix policies.
 /// Time kept for answering after the signature check gives up on a registry.
 const SIGNATURE_MARGIN: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The review's deadline passed while waiting for a registry.
+#[derive(Debug)]
+struct OutOfTime;
+
+/// The evaluation step. The policies are synchronous and take microseconds; only the
+/// signature check waits (for registries), and only it is bounded by the deadline, so a
+/// review that calls no registry sets no timer. The snapshot is held for the whole review,
+/// so a reload mid-review does not mix policies.
 async fn evaluate(
     state: &AppState,
     endpoint: Endpoint,
     request: &AdmissionRequest,
     decoded: Option<Box<Workload>>,
     until: tokio::time::Instant,
-) -> Decision {
+) -> Result<Decision, OutOfTime> {
     use admission::{mutate, validate};
     let snapshot = state.snapshot.load_full();
     let now = chrono::Utc::now();
-    match endpoint {
+    Ok(match endpoint {
         Endpoint::Validate => match validate::prepare(&snapshot, request, decoded, now) {
             validate::Prepared::Decided(decision) => decision,
             validate::Prepared::Workload(workload) => {
-                let report = signatures(state, &snapshot, request, &workload, until).await;
+                let report = signatures(state, &snapshot, request, &workload, until).await?;
                 validate::finish(&snapshot, request, &workload, report.findings, now)
             }
         },
         Endpoint::Mutate => match mutate::prepare(&snapshot, request, decoded) {
             validate::Prepared::Decided(decision) => decision,
             validate::Prepared::Workload(workload) => {
-                let report = signatures(state, &snapshot, request, &workload, until).await;
+                let report = signatures(state, &snapshot, request, &workload, until).await?;
                 mutate::finish(&snapshot, request, &workload, report.patch, now)
             }
         },
-    }
+    })
 }
 
 /// Verify the workload's images when `image-signature` is on for its namespace: registry
@@ -279,7 +290,7 @@ async fn signatures(
     request: &AdmissionRequest,
     workload: &crate::workload::Workload,
     until: tokio::time::Instant,
-) -> crate::signature::SignatureReport {
+) -> Result<crate::signature::SignatureReport, OutOfTime> {
     let namespace = admission::validate::namespace_of(request);
     match &state.verifier {
         Some(verifier)
@@ -295,9 +306,11 @@ async fn signatures(
             // Boxed: the verifier's future is large, and held inline it would make every
             // review's future (moved into a task per HTTP/2 stream) that much larger, even
             // where signatures are off.
-            Box::pin(verifier.check_workload(workload, deadline)).await
+            tokio::time::timeout_at(until, Box::pin(verifier.check_workload(workload, deadline)))
+                .await
+                .map_err(|_| OutOfTime)
         }
-        _ => crate::signature::SignatureReport::default(),
+        _ => Ok(crate::signature::SignatureReport::default()),
     }
 }
 
@@ -385,6 +398,21 @@ mod tests {
 
     fn state() -> AppState {
         AppState::new(Config::embedded(), Limits::default())
+    }
+
+    #[test]
+    fn the_timeout_parameter_is_read_from_the_query() {
+        let timeout = |uri: &str| timeout_parameter(&uri.parse().unwrap()).map(Cow::into_owned);
+        assert_eq!(timeout("/validate?timeout=10s").as_deref(), Some("10s"));
+        assert_eq!(
+            timeout("/validate?a=b&timeout=1m30s&c").as_deref(),
+            Some("1m30s")
+        );
+        assert_eq!(timeout("/validate?timeout=1%2E5s").as_deref(), Some("1.5s"));
+        assert_eq!(timeout("/validate"), None);
+        assert_eq!(timeout("/validate?timeouts=1s"), None);
+        // Given twice: which one the API server meant is unknown, so the default applies.
+        assert_eq!(timeout("/validate?timeout=1s&timeout=2s"), None);
     }
 
     async fn post(path: &str, content_type: &str, body: &'static [u8]) -> (StatusCode, String) {
