@@ -164,11 +164,20 @@ impl Visit for Fields<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| {
+            push_decimal(out, value);
+            Ok(())
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| {
+            if value < 0 {
+                out.push('-');
+            }
+            push_decimal(out, value.unsigned_abs());
+            Ok(())
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -187,6 +196,23 @@ impl Visit for Fields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.string_field(field, |out| write!(out, "{value:?}"));
+    }
+}
+
+/// The decimal digits of `value`, without `core::fmt` (every line has a latency).
+fn push_decimal(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
     }
 }
 
@@ -288,6 +314,9 @@ mod tests {
                 endpoint = "validate",
                 count = 3u64,
                 delta = -2i64,
+                zero = 0u64,
+                max = u64::MAX,
+                min = i64::MIN,
                 ok = true,
                 ratio = 0.5,
                 nan = f64::NAN,
@@ -303,6 +332,9 @@ mod tests {
         assert_eq!(line["endpoint"], "validate");
         assert_eq!(line["count"], 3);
         assert_eq!(line["delta"], -2);
+        assert_eq!(line["zero"], 0);
+        assert_eq!(line["max"], u64::MAX);
+        assert_eq!(line["min"], i64::MIN);
         assert_eq!(line["ok"], true);
         assert_eq!(line["ratio"], 0.5);
         assert_eq!(line["nan"], "NaN");
