@@ -73,6 +73,7 @@ const fn is_special(byte: u8) -> bool {
 /// The index of the first byte at or after `from` that [`is_special`], or `bytes.len()`.
 /// Eight bytes at a time: the strings of a review are mostly plain and often long (image
 /// references, the `last-applied-configuration` annotation).
+#[inline(always)]
 fn plain_end(bytes: &[u8], mut from: usize) -> usize {
     while let Some(chunk) = bytes.get(from..from + 8) {
         let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
@@ -112,6 +113,7 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[inline(always)]
     fn skip_whitespace(&mut self) {
         // Compact JSON, as the API server sends it, has none: one comparison.
         while let Some(&byte) = self.bytes.get(self.pos) {
@@ -123,11 +125,13 @@ impl<'a> Parser<'a> {
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline(always)]
     pub fn peek(&mut self) -> Scan<u8> {
         self.skip_whitespace();
         self.bytes.get(self.pos).copied().ok_or(Bail)
     }
 
+    #[inline(always)]
     fn eat(&mut self, byte: u8) -> Scan<()> {
         if self.peek()? == byte {
             self.pos += 1;
@@ -183,9 +187,9 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         } else {
             loop {
-                let key = self.string()?;
+                let key = self.key()?;
                 self.eat(b':')?;
-                field(self, &key)?;
+                field(self, key)?;
                 match self.peek()? {
                     b',' => self.pos += 1,
                     b'}' => {
@@ -223,25 +227,44 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// A string, borrowed from the text when it has no escapes.
-    pub fn string(&mut self) -> Scan<Cow<'a, str>> {
+    /// The start of the string whose opening quote comes next, and the end of its plain run.
+    #[inline(always)]
+    fn plain_run(&mut self) -> Scan<(usize, usize)> {
         if self.peek()? != b'"' {
             return Err(Bail);
         }
         let start = self.pos + 1;
-        let end = plain_end(self.bytes, start);
-        match self.bytes.get(end) {
-            Some(b'"') => {
-                self.pos = end + 1;
-                // Both ends are next to an ASCII quote: character boundaries.
-                self.text.get(start..end).map(Cow::Borrowed).ok_or(Bail)
-            }
-            Some(b'\\') => self.escaped_string(start, end).map(Cow::Owned),
-            _ => Err(Bail),
+        Ok((start, plain_end(self.bytes, start)))
+    }
+
+    /// A string, borrowed from the text when it has no escapes.
+    #[inline]
+    pub fn string(&mut self) -> Scan<Cow<'a, str>> {
+        let (start, end) = self.plain_run()?;
+        if self.bytes.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            // Both ends are next to an ASCII quote: character boundaries.
+            self.text.get(start..end).map(Cow::Borrowed).ok_or(Bail)
+        } else {
+            self.escaped_string(start, end).map(Cow::Owned)
         }
     }
 
-    /// The rest of a string from its first backslash at `end`.
+    /// A key: a string without escapes (serde decides about a key with one; the API server
+    /// does not write them).
+    #[inline]
+    fn key(&mut self) -> Scan<&'a str> {
+        let (start, end) = self.plain_run()?;
+        if self.bytes.get(end) != Some(&b'"') {
+            return Err(Bail);
+        }
+        self.pos = end + 1;
+        self.text.get(start..end).ok_or(Bail)
+    }
+
+    /// The rest of a string from the end of its first plain run at `end`.
+    #[cold]
+    #[inline(never)]
     fn escaped_string(&mut self, start: usize, mut end: usize) -> Scan<String> {
         let mut out = String::with_capacity(end - start + 16);
         out.push_str(self.text.get(start..end).ok_or(Bail)?);
@@ -401,8 +424,21 @@ impl<'a> Parser<'a> {
     }
 
     /// A string skipped, from its opening quote at `self.pos`.
+    #[inline]
     fn skip_string(&mut self) -> Scan<()> {
-        let mut at = self.pos + 1;
+        let end = plain_end(self.bytes, self.pos + 1);
+        if self.bytes.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            Ok(())
+        } else {
+            self.skip_escaped_string(end)
+        }
+    }
+
+    /// The rest of a skipped string from the end of its first plain run at `at`.
+    #[cold]
+    #[inline(never)]
+    fn skip_escaped_string(&mut self, mut at: usize) -> Scan<()> {
         loop {
             at = plain_end(self.bytes, at);
             match self.bytes.get(at) {
