@@ -299,10 +299,32 @@ fn push_unique(lines: &mut Vec<String>, line: String) {
     }
 }
 
-fn subject_of(finding: &Finding) -> String {
-    match &finding.container {
-        Some(c) => format!("container {c:?}"),
-        None => "pod".to_owned(),
+/// `container "nginx"` or `pod`, written into the message that names it.
+struct Waived<'a>(&'a Finding);
+
+impl std::fmt::Display for Waived<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.container {
+            Some(c) => write!(f, "container {c:?}"),
+            None => f.write_str("pod"),
+        }
+    }
+}
+
+/// A date as `2027-03-31`, as chrono's `format("%Y-%m-%d")` writes it (which parses its
+/// pattern on every call: a tenth of a waived review's time).
+struct Day(DateTime<Utc>);
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::Datelike;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}",
+            self.0.year(),
+            self.0.month(),
+            self.0.day()
+        )
     }
 }
 
@@ -311,9 +333,9 @@ fn waiver_warning(finding: &Finding, e: &Exception) -> String {
     message::truncate(format!(
         "{} waived for {} by {} until {}",
         finding.policy,
-        subject_of(finding),
+        Waived(finding),
         e.adr,
-        e.expires.format("%Y-%m-%d")
+        Day(e.expires)
     ))
 }
 
@@ -329,7 +351,7 @@ fn expiry_warning(e: &Exception, now: DateTime<Utc>) -> String {
         "BaselineException {} ({}) expires {}, {when}: renew it or fix the workload",
         e.name,
         e.adr,
-        e.expires.format("%Y-%m-%d")
+        Day(e.expires)
     ))
 }
 
@@ -343,6 +365,20 @@ fn audit_detail(finding: &Finding, e: &Exception) -> String {
 mod tests {
     use super::*;
     use crate::admission::review::decode;
+
+    #[test]
+    fn a_day_is_written_as_chrono_writes_it() {
+        for text in [
+            "2027-03-31T00:00:00Z",
+            "2026-01-05T23:59:59Z",
+            "0999-12-01T12:00:00Z",
+        ] {
+            let t = DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc);
+            assert_eq!(Day(t).to_string(), t.format("%Y-%m-%d").to_string());
+        }
+    }
     use crate::config::Config;
 
     fn run(file: &str) -> Decision {
