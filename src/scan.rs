@@ -179,20 +179,24 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// An object: `field` is called with each key (unescaped) and must consume its value.
-    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Scan<()>) -> Scan<()> {
-        self.eat(b'{')?;
+    /// `open`, then items separated by commas (`item` consumes one), then `close`.
+    #[inline(always)]
+    fn delimited(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Scan<()>,
+    ) -> Scan<()> {
+        self.eat(open)?;
         self.enter()?;
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.pos += 1;
         } else {
             loop {
-                let key = self.key()?;
-                self.eat(b':')?;
-                field(self, key)?;
+                item(self)?;
                 match self.peek()? {
                     b',' => self.pos += 1,
-                    b'}' => {
+                    byte if byte == close => {
                         self.pos += 1;
                         break;
                     }
@@ -204,27 +208,18 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// An object: `field` is called with each key and must consume its value.
+    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Scan<()>) -> Scan<()> {
+        self.delimited(b'{', b'}', |p| {
+            let key = p.key()?;
+            p.eat(b':')?;
+            field(p, key)
+        })
+    }
+
     /// An array: `item` is called for each element and must consume it.
-    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
-        self.eat(b'[')?;
-        self.enter()?;
-        if self.peek()? == b']' {
-            self.pos += 1;
-        } else {
-            loop {
-                item(self)?;
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b']' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Bail),
-                }
-            }
-        }
-        self.depth -= 1;
-        Ok(())
+    pub fn array(&mut self, item: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+        self.delimited(b'[', b']', item)
     }
 
     /// The start of the string whose opening quote comes next, and the end of its plain run.
@@ -397,30 +392,14 @@ impl<'a> Parser<'a> {
 
     /// An object skipped: its keys are checked as strings, not unescaped or kept.
     fn skip_object(&mut self) -> Scan<()> {
-        self.eat(b'{')?;
-        self.enter()?;
-        if self.peek()? == b'}' {
-            self.pos += 1;
-        } else {
-            loop {
-                if self.peek()? != b'"' {
-                    return Err(Bail);
-                }
-                self.skip_string()?;
-                self.eat(b':')?;
-                self.skip()?;
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Bail),
-                }
+        self.delimited(b'{', b'}', |p| {
+            if p.peek()? != b'"' {
+                return Err(Bail);
             }
-        }
-        self.depth -= 1;
-        Ok(())
+            p.skip_string()?;
+            p.eat(b':')?;
+            p.skip()
+        })
     }
 
     /// A string skipped, from its opening quote at `self.pos`.
@@ -528,6 +507,34 @@ impl<'a> Parser<'a> {
         self.array(|p| p.owned_string().map(|s| out.push(s)))
     }
 }
+
+/// Reads the object that comes next in `$parser` as a struct: each listed key's value is
+/// read by its expression (which consumes it from the parser named `$p` and gives a
+/// `Scan<()>`), at most once, as serde refuses a duplicate field; other keys are skipped.
+///
+/// ```ignore
+/// fields!(parser, |p| {
+///     "name" => nullable_string(p, &mut container.name),
+///     "image" => opt_string(p, &mut container.image),
+/// })
+/// ```
+macro_rules! fields {
+    ($parser:expr, |$p:ident| { $($key:literal => $read:expr),* $(,)? }) => {{
+        let mut seen = 0u32;
+        $parser.object(|$p, key| {
+            let mut bit = 0;
+            $(
+                bit += 1;
+                if key == $key {
+                    $crate::scan::once(&mut seen, bit)?;
+                    return $read;
+                }
+            )*
+            $p.skip()
+        })
+    }};
+}
+pub(crate) use fields;
 
 /// Marks field `bit` of an object as read; a second time gives up (serde refuses a
 /// duplicate field).

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use super::review::{
     workload_kind_of, AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo,
 };
-use crate::scan::{once, Bail, Parser, Scan};
+use crate::scan::{fields, Bail, Parser, Scan};
 use crate::workload::Workload;
 
 /// What to do with `request.object`.
@@ -40,39 +40,36 @@ pub fn envelope(text: &str, object: Object) -> Scan<Envelope<'_>> {
         kind: None,
         request: None,
     };
-    let mut seen = 0;
-    p.object(|p, key| {
-        match key {
-            "apiVersion" => {
-                once(&mut seen, 0)?;
-                envelope.api_version = if p.null()? { None } else { Some(p.string()?) };
-            }
-            "kind" => {
-                once(&mut seen, 1)?;
-                envelope.kind = if p.null()? { None } else { Some(p.string()?) };
-            }
-            "request" => {
-                once(&mut seen, 2)?;
-                envelope.request = if p.null()? {
-                    None
-                } else {
-                    Some(request(p, object)?)
-                };
-            }
-            _ => p.skip()?,
-        }
-        Ok(())
+    fields!(p, |p| {
+        "apiVersion" => opt_str(p).map(|v| envelope.api_version = v),
+        "kind" => opt_str(p).map(|v| envelope.kind = v),
+        "request" => {
+            envelope.request = if p.null()? {
+                None
+            } else {
+                Some(request(p, object)?)
+            };
+            Ok(())
+        },
     })?;
     p.end()?;
     Ok(envelope)
 }
 
-fn opt_string(p: &mut Parser<'_>) -> Scan<Option<String>> {
+fn opt_str<'a>(p: &mut Parser<'a>) -> Scan<Option<Cow<'a, str>>> {
     if p.null()? {
         Ok(None)
     } else {
-        p.owned_string().map(Some)
+        p.string().map(Some)
     }
+}
+
+fn opt_string(p: &mut Parser<'_>) -> Scan<Option<String>> {
+    opt_str(p).map(|v| v.map(Cow::into_owned))
+}
+
+fn string(p: &mut Parser<'_>, slot: &mut String) -> Scan<()> {
+    p.owned_string().map(|v| *slot = v)
 }
 
 fn request(p: &mut Parser<'_>, object: Object) -> Scan<(AdmissionRequest, Option<Box<Workload>>)> {
@@ -86,110 +83,51 @@ fn request(p: &mut Parser<'_>, object: Object) -> Scan<(AdmissionRequest, Option
     let mut user_info = UserInfo::default();
     let mut workload = None;
     let mut dry_run = None;
-    let mut seen = 0;
-    p.object(|p, key| {
-        match key {
-            "uid" => {
-                once(&mut seen, 0)?;
-                uid = p.owned_string()?;
+    fields!(p, |p| {
+        "uid" => string(p, &mut uid),
+        "kind" => fields!(p, |p| {
+            "group" => string(p, &mut kind.group),
+            "version" => string(p, &mut kind.version),
+            "kind" => string(p, &mut kind.kind),
+        }),
+        "resource" => fields!(p, |p| {
+            "group" => string(p, &mut resource.group),
+            "version" => string(p, &mut resource.version),
+            "resource" => string(p, &mut resource.resource),
+        }),
+        "subResource" => opt_string(p).map(|v| sub_resource = v),
+        "name" => opt_string(p).map(|v| name = v),
+        "namespace" => opt_string(p).map(|v| namespace = v),
+        "operation" => {
+            operation = Some(match &*p.string()? {
+                "CREATE" => Operation::Create,
+                "UPDATE" => Operation::Update,
+                "DELETE" => Operation::Delete,
+                "CONNECT" => Operation::Connect,
+                _ => return Err(Bail),
+            });
+            Ok(())
+        },
+        "userInfo" => fields!(p, |p| {
+            "username" => string(p, &mut user_info.username),
+            "uid" => string(p, &mut user_info.uid),
+            "groups" => p.strings(&mut user_info.groups),
+        }),
+        "object" => match object {
+            Object::Skip => p.skip(),
+            // The kind came first and is one the engine evaluates; otherwise the serde path
+            // keeps the object raw.
+            Object::Workload => {
+                let kind = workload_kind_of(&kind).ok_or(Bail)?;
+                workload = crate::workload::fast::workload(p, kind)?.map(Box::new);
+                Ok(())
             }
-            "kind" => {
-                once(&mut seen, 1)?;
-                let mut fields = 0;
-                p.object(|p, key| {
-                    let slot = match key {
-                        "group" => (0, &mut kind.group),
-                        "version" => (1, &mut kind.version),
-                        "kind" => (2, &mut kind.kind),
-                        _ => return p.skip(),
-                    };
-                    once(&mut fields, slot.0)?;
-                    *slot.1 = p.owned_string()?;
-                    Ok(())
-                })?;
-            }
-            "resource" => {
-                once(&mut seen, 2)?;
-                let mut fields = 0;
-                p.object(|p, key| {
-                    let slot = match key {
-                        "group" => (0, &mut resource.group),
-                        "version" => (1, &mut resource.version),
-                        "resource" => (2, &mut resource.resource),
-                        _ => return p.skip(),
-                    };
-                    once(&mut fields, slot.0)?;
-                    *slot.1 = p.owned_string()?;
-                    Ok(())
-                })?;
-            }
-            "subResource" => {
-                once(&mut seen, 3)?;
-                sub_resource = opt_string(p)?;
-            }
-            "name" => {
-                once(&mut seen, 4)?;
-                name = opt_string(p)?;
-            }
-            "namespace" => {
-                once(&mut seen, 5)?;
-                namespace = opt_string(p)?;
-            }
-            "operation" => {
-                once(&mut seen, 6)?;
-                operation = Some(match &*p.string()? {
-                    "CREATE" => Operation::Create,
-                    "UPDATE" => Operation::Update,
-                    "DELETE" => Operation::Delete,
-                    "CONNECT" => Operation::Connect,
-                    _ => return Err(Bail),
-                });
-            }
-            "userInfo" => {
-                once(&mut seen, 7)?;
-                let mut fields = 0;
-                p.object(|p, key| {
-                    match key {
-                        "username" => {
-                            once(&mut fields, 0)?;
-                            user_info.username = p.owned_string()?;
-                        }
-                        "uid" => {
-                            once(&mut fields, 1)?;
-                            user_info.uid = p.owned_string()?;
-                        }
-                        "groups" => {
-                            once(&mut fields, 2)?;
-                            p.strings(&mut user_info.groups)?;
-                        }
-                        _ => p.skip()?,
-                    }
-                    Ok(())
-                })?;
-            }
-            "object" => {
-                once(&mut seen, 8)?;
-                match object {
-                    Object::Skip => p.skip()?,
-                    // The kind came first and is one the engine evaluates; otherwise the
-                    // serde path keeps the object raw.
-                    Object::Workload => {
-                        let kind = workload_kind_of(&kind).ok_or(Bail)?;
-                        workload = crate::workload::fast::workload(p, kind)?.map(Box::new);
-                    }
-                }
-            }
-            "oldObject" => {
-                once(&mut seen, 9)?;
-                p.skip()?;
-            }
-            "dryRun" => {
-                once(&mut seen, 10)?;
-                dry_run = if p.null()? { None } else { Some(p.bool()?) };
-            }
-            _ => p.skip()?,
-        }
-        Ok(())
+        },
+        "oldObject" => p.skip(),
+        "dryRun" => {
+            dry_run = if p.null()? { None } else { Some(p.bool()?) };
+            Ok(())
+        },
     })?;
     let request = AdmissionRequest {
         uid,
