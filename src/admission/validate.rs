@@ -300,9 +300,9 @@ fn push_unique(lines: &mut Vec<String>, line: String) {
 }
 
 /// `container "nginx"` or `pod`, written into the message that names it.
-struct Waived<'a>(&'a Finding);
+struct FindingSubject<'a>(&'a Finding);
 
-impl std::fmt::Display for Waived<'_> {
+impl std::fmt::Display for FindingSubject<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0.container {
             Some(c) => write!(f, "container {c:?}"),
@@ -333,7 +333,7 @@ fn waiver_warning(finding: &Finding, e: &Exception) -> String {
     message::truncate(format!(
         "{} waived for {} by {} until {}",
         finding.policy,
-        Waived(finding),
+        FindingSubject(finding),
         e.adr,
         Day(e.expires)
     ))

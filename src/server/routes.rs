@@ -7,13 +7,12 @@
 //! `message` says what is wrong (the API server quotes it in its error). A non-200 makes the
 //! API server apply the webhook's `failurePolicy`.
 
+use std::borrow::Cow;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::body::Bytes;
-use std::borrow::Cow;
-use std::task::Poll;
-
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
