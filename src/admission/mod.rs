@@ -122,9 +122,9 @@ impl Decision {
 }
 
 /// The reviews captured from a real kube-apiserver v1.32 (`tests/data/apiserver/`) whose
-/// object is compliant, for the unit tests.
-#[cfg(test)]
-pub(crate) const CAPTURED_COMPLIANT: [&str; 7] = [
+/// object is compliant: one list for the unit tests, the integration tests and the benches.
+#[doc(hidden)]
+pub const CAPTURED_COMPLIANT: [&str; 7] = [
     "create-deployment-validate.json",
     "create-statefulset-validate.json",
     "create-daemonset-validate.json",

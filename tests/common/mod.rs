@@ -7,15 +7,8 @@ use serde_json::{json, Value};
 use kube_baseline::workload::WorkloadKind;
 
 /// The compliant reviews captured from a real kube-apiserver (tests/data/apiserver/).
-pub const CAPTURED_COMPLIANT: [&str; 7] = [
-    "create-deployment-validate.json",
-    "create-statefulset-validate.json",
-    "create-daemonset-validate.json",
-    "create-pod-validate.json",
-    "create-job-validate.json",
-    "create-cronjob-validate.json",
-    "update-deployment-validate.json",
-];
+#[allow(unused_imports)] // not every test crate that includes this module uses it
+pub use kube_baseline::admission::CAPTURED_COMPLIANT;
 
 /// A captured review's body.
 pub fn captured(name: &str) -> Vec<u8> {
