@@ -348,6 +348,20 @@ fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
     (field(14) + field(15)) / ticks_per_second
 }
 
+/// Idle and total jiffies of the whole machine (`cpu` line of `/proc/stat`; idle includes
+/// iowait).
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (idle, values.iter().sum())
+}
+
 /// A `/proc/<pid>/status` line in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -603,6 +617,10 @@ struct Run {
     protocol: Protocol,
     closed: Measured,
     cpu_per_1k: f64,
+    /// The bench's own CPU (the client) per 1,000 reviews.
+    client_cpu_per_1k: f64,
+    /// Share of the machine's CPU time left idle during the closed loop.
+    machine_idle: f64,
     idle_rss_kib: u64,
     peak_rss_kib: u64,
     /// (offered rate, what it got), one per open-loop phase.
@@ -650,8 +668,14 @@ impl Bench {
             let conns = Connections::open(child.addr, self.client(protocol), protocol, o).await;
             closed_loop(&conns, &self.reviews, o.warmup, o.concurrency).await;
             let cpu_before = cpu_seconds(child.pid, self.ticks);
+            let client_before = cpu_seconds(std::process::id(), self.ticks);
+            let machine_before = machine_jiffies();
             let closed = closed_loop(&conns, &self.reviews, o.requests, o.concurrency).await;
             let cpu = cpu_seconds(child.pid, self.ticks) - cpu_before;
+            let client_cpu = cpu_seconds(std::process::id(), self.ticks) - client_before;
+            let machine_after = machine_jiffies();
+            let machine_idle = (machine_after.0 - machine_before.0) as f64
+                / (machine_after.1 - machine_before.1).max(1) as f64;
             let peak_rss_kib = status_kib(child.pid, "VmHWM");
             let mut phases = Vec::new();
             for phase in open {
@@ -666,6 +690,8 @@ impl Bench {
                 flavour,
                 protocol,
                 cpu_per_1k: cpu / closed.latencies.len() as f64 * 1000.0,
+                client_cpu_per_1k: client_cpu / closed.latencies.len() as f64 * 1000.0,
+                machine_idle,
                 closed,
                 idle_rss_kib,
                 peak_rss_kib,
@@ -717,12 +743,12 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
         o.requests, o.warmup, o.concurrency, o.h2_connections, o.concurrency
     );
     println!();
-    println!("| server | protocol | reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU s / 1k reviews | peak RSS MiB | denied |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| server | protocol | reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU s / 1k reviews | peak RSS MiB | denied | client CPU s / 1k | machine idle |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for run in runs {
         let c = &run.closed;
         println!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.3} | {} | {:.1}% |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.3} | {} | {:.1}% | {:.3} | {:.0}% |",
             run.flavour.name(),
             run.protocol.name(),
             c.throughput(),
@@ -733,6 +759,8 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
             run.cpu_per_1k,
             mib(run.peak_rss_kib),
             100.0 * c.denied as f64 / c.latencies.len() as f64,
+            run.client_cpu_per_1k,
+            100.0 * run.machine_idle,
         );
         if run.flavour == Flavour::Webhook {
             if let Some(reference) = runs
@@ -743,7 +771,7 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
                 let pr =
                     |p: f64| ratio(c.percentile(p).as_secs_f64(), r.percentile(p).as_secs_f64());
                 println!(
-                    "| *ratio to no-op* | {} | {} | {} | {} | {} | {} | {} | {} | |",
+                    "| *ratio to no-op* | {} | {} | {} | {} | {} | {} | {} | {} | | {} | |",
                     run.protocol.name(),
                     ratio(c.throughput(), r.throughput()),
                     pr(50.0),
@@ -752,6 +780,7 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
                     pr(99.9),
                     ratio(run.cpu_per_1k, reference.cpu_per_1k),
                     ratio(run.peak_rss_kib as f64, reference.peak_rss_kib as f64),
+                    ratio(run.client_cpu_per_1k, reference.client_cpu_per_1k),
                 );
             }
         }
