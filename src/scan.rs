@@ -247,7 +247,7 @@ impl<'a> Parser<'a> {
 
     /// A key: a string without escapes (serde decides about a key with one; the API server
     /// does not write them).
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Scan<&'a str> {
         let (start, end) = self.plain_run()?;
         if self.bytes.get(end) != Some(&b'"') {

@@ -62,6 +62,12 @@ async fn noop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> 
 /// given twice.
 fn timeout_parameter(uri: &Uri) -> Option<Cow<'_, str>> {
     let query = uri.query()?;
+    // The API server's form, `timeout=10s` alone: nothing to decode.
+    if let Some(value) = query.strip_prefix("timeout=") {
+        if value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+            return Some(Cow::Borrowed(value));
+        }
+    }
     let mut timeouts = form_urlencoded::parse(query.as_bytes())
         .filter(|(key, _)| key == "timeout")
         .map(|(_, value)| value);
@@ -428,6 +434,10 @@ mod tests {
             Some("1m30s")
         );
         assert_eq!(timeout("/validate?timeout=1%2E5s").as_deref(), Some("1.5s"));
+        assert_eq!(timeout("/validate?timeout=1.5s").as_deref(), Some("1.5s"));
+        assert_eq!(timeout("/validate?timeout=2s&x=y").as_deref(), Some("2s"));
+        assert_eq!(timeout("/validate?timeout=2s+").as_deref(), Some("2s "));
+        assert_eq!(timeout("/validate?timeout=").as_deref(), Some(""));
         assert_eq!(timeout("/validate"), None);
         assert_eq!(timeout("/validate?timeouts=1s"), None);
         // Given twice: which one the API server meant is unknown, so the default applies.
