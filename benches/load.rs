@@ -40,6 +40,7 @@ use kube_baseline::workload::WorkloadKind;
 const USAGE: &str = "\
 cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
+                            [--pace-us N]
                             [--exceptions N] [--only h2|h1] [--dump-mix DIR]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
@@ -59,6 +60,8 @@ struct Options {
     fixed_rate: f64,
     /// Worker threads of the client's runtime.
     client_threads: usize,
+    /// The open loop's pacer thread wakes this often; zero paces with the tokio timer.
+    pace: Duration,
     /// Exceptions written for the memory run.
     exceptions: usize,
     protocols: Vec<Protocol>,
@@ -76,6 +79,7 @@ impl Default for Options {
             open_seconds: 3.0,
             fixed_rate: 1000.0,
             client_threads: 2,
+            pace: Duration::ZERO,
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
             dump_mix: None,
@@ -101,6 +105,7 @@ fn options() -> Options {
             "--concurrency" => o.concurrency = number(value(&arg)),
             "--h2-connections" => o.h2_connections = number(value(&arg)),
             "--client-threads" => o.client_threads = number(value(&arg)),
+            "--pace-us" => o.pace = Duration::from_micros(number(value(&arg)) as u64),
             "--exceptions" => o.exceptions = number(value(&arg)),
             "--open-seconds" | "--rate" => {
                 let text = value(&arg);
@@ -356,7 +361,11 @@ fn machine_jiffies() -> (u64, u64) {
         .lines()
         .next()
         .and_then(|line| line.strip_prefix("cpu "))
-        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
     (idle, values.iter().sum())
@@ -556,14 +565,19 @@ async fn closed_loop(
     measured
 }
 
-/// Reviews at a fixed rate for `seconds`, whatever the answers' pace (open loop). Latency runs
-/// from the moment a review is due to be sent (after the client's timer fires) until its
-/// answer, including any wait for a free HTTP/1.1 connection.
+/// Reviews at a fixed rate for `seconds`, whatever the answers' pace (open loop).
+///
+/// With `pace` zero, the client's tokio timer (1 ms resolution) releases each millisecond's
+/// reviews as one burst, and latency runs from the moment the timer fired. Otherwise a thread
+/// of its own wakes every `pace` and releases the reviews due since its last wake-up, and
+/// latency runs from the moment each review was due, so the pacer's own lateness counts
+/// against the server. Either way it includes any wait for a free HTTP/1.1 connection.
 async fn open_loop(
     conns: &Connections,
     reviews: &Arc<Vec<Bytes>>,
     rate: f64,
     seconds: f64,
+    pace: Duration,
 ) -> Measured {
     let count = (rate * seconds).round().max(1.0) as usize;
     // HTTP/1.1: a pool of idle connections; HTTP/2: round robin over the connections.
@@ -571,32 +585,65 @@ async fn open_loop(
     let permits = Arc::new(tokio::sync::Semaphore::new(conns.senders.len()));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
-        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
-        let t0 = Instant::now();
-        let body = reviews[i % reviews.len()].clone();
-        let task = match &conns.senders[0] {
-            Sender::H2(_) => {
-                let sender = conns.senders[i % conns.senders.len()].clone();
-                tokio::spawn(async move {
-                    let denied = send(&sender, body).await;
-                    (t0.elapsed(), denied)
-                })
+    let origin = started.into_std();
+    let due_at = |i: usize| origin + interval.mul_f64(i as f64);
+    // How many reviews are due: from the pacer thread, or from the tokio timer.
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    if !pace.is_zero() {
+        std::thread::spawn(move || {
+            let mut released = 0;
+            while released < count {
+                let elapsed = origin.elapsed().as_secs_f64();
+                let due = ((elapsed * rate).floor() as usize + 1).min(count);
+                if due > released {
+                    released = due;
+                    if due_tx.send(due).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(pace);
             }
-            Sender::H1(_) => {
-                let idle = idle.clone();
-                let permits = permits.clone();
-                tokio::spawn(async move {
-                    let _permit = permits.acquire().await.expect("semaphore");
-                    let sender = idle.lock().expect("pool").pop().expect("a free connection");
-                    let denied = send(&sender, body).await;
-                    idle.lock().expect("pool").push(sender);
-                    (t0.elapsed(), denied)
-                })
+        });
+    }
+    let mut tasks = Vec::with_capacity(count);
+    let mut next = 0;
+    while next < count {
+        let (due, t0_of) = if pace.is_zero() {
+            tokio::time::sleep_until(started + interval.mul_f64(next as f64)).await;
+            let fired = Instant::now();
+            (next + 1, Some(fired))
+        } else {
+            match due_rx.recv().await {
+                Some(due) => (due, None),
+                None => break,
             }
         };
-        tasks.push(task);
+        for i in next..due {
+            let t0 = t0_of.unwrap_or_else(|| due_at(i));
+            let body = reviews[i % reviews.len()].clone();
+            let task = match &conns.senders[0] {
+                Sender::H2(_) => {
+                    let sender = conns.senders[i % conns.senders.len()].clone();
+                    tokio::spawn(async move {
+                        let denied = send(&sender, body).await;
+                        (t0.elapsed(), denied)
+                    })
+                }
+                Sender::H1(_) => {
+                    let idle = idle.clone();
+                    let permits = permits.clone();
+                    tokio::spawn(async move {
+                        let _permit = permits.acquire().await.expect("semaphore");
+                        let sender = idle.lock().expect("pool").pop().expect("a free connection");
+                        let denied = send(&sender, body).await;
+                        idle.lock().expect("pool").push(sender);
+                        (t0.elapsed(), denied)
+                    })
+                }
+            };
+            tasks.push(task);
+        }
+        next = due;
     }
     let mut measured = Measured::default();
     for task in tasks {
@@ -683,7 +730,7 @@ impl Bench {
                     Open::HalfOfOwnPeak => closed.throughput() / 2.0,
                     Open::Rate(rate) => rate,
                 };
-                let measured = open_loop(&conns, &self.reviews, rate, o.open_seconds).await;
+                let measured = open_loop(&conns, &self.reviews, rate, o.open_seconds, o.pace).await;
                 phases.push((rate, measured));
             }
             Run {

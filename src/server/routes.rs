@@ -64,7 +64,10 @@ fn timeout_parameter(uri: &Uri) -> Option<Cow<'_, str>> {
     let query = uri.query()?;
     // The API server's form, `timeout=10s` alone: nothing to decode.
     if let Some(value) = query.strip_prefix("timeout=") {
-        if value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+        if value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
             return Some(Cow::Borrowed(value));
         }
     }
