@@ -104,6 +104,11 @@ impl LogWriter {
         ))
     }
 
+    /// Queues a whole line, with its newline, written without tracing.
+    pub fn write_line(&self, line: &[u8]) {
+        self.push(line);
+    }
+
     fn push(&self, line: &[u8]) {
         let mut pending = lock(&self.shared.pending);
         pending.bytes.extend_from_slice(line);

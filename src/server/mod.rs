@@ -640,7 +640,13 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> anyhow::Result<bool> {
 /// when no thread could be started (then lines go straight to stdout).
 fn init_tracing(format: LogFormat) -> Option<log_writer::LogGuard> {
     match log_writer::LogWriter::spawn(std::io::stdout()) {
-        Ok((writer, guard)) => install_tracing(format, writer).then_some(guard),
+        Ok((writer, guard)) => {
+            let installed = install_tracing(format, writer.clone());
+            if installed && format == LogFormat::Json {
+                json_log::write_decisions_to(writer);
+            }
+            installed.then_some(guard)
+        }
         Err(_) => {
             install_tracing(format, std::io::stdout);
             None

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 
 use super::deadline::Deadline;
+use super::json_log::{DecisionLine, DECISION_TARGET};
 use super::AppState;
 use crate::admission::review::Review;
 use crate::admission::{self, AdmissionRequest, Decision, DecodeError};
@@ -376,6 +377,9 @@ fn log_decision(
     decision: &Decision,
     elapsed: Duration,
 ) {
+    if !tracing::enabled!(target: DECISION_TARGET, tracing::Level::INFO) {
+        return;
+    }
     let mut adrs: Vec<&str> = decision
         .waivers
         .iter()
@@ -383,23 +387,47 @@ fn log_decision(
         .collect();
     adrs.sort_unstable();
     adrs.dedup();
-    tracing::info!(
-        endpoint = endpoint.as_str(),
-        uid = request.uid.as_str(),
-        kind = request.kind.kind.as_str(),
-        namespace = request.namespace.as_deref().unwrap_or(""),
-        name = request.name.as_deref().unwrap_or(""),
-        operation = request.operation.as_str(),
-        user = request.user_info.username.as_str(),
-        dry_run = request.dry_run.unwrap_or(false),
-        verdict = decision.verdict.as_str(),
-        denied = &*comma(&decision.denied_by, |p| p.as_str()),
-        warned = &*comma(&decision.warned_by, |p| p.as_str()),
-        adrs = &*comma(&adrs, |adr| adr),
-        mutations = &*comma(&decision.mutations, |p| p.as_str()),
-        latency_us = micros(elapsed),
-        "decision"
-    );
+    let denied = comma(&decision.denied_by, |p| p.as_str());
+    let warned = comma(&decision.warned_by, |p| p.as_str());
+    let adrs = comma(&adrs, |adr| adr);
+    let mutations = comma(&decision.mutations, |p| p.as_str());
+    let line = DecisionLine {
+        endpoint: endpoint.as_str(),
+        uid: &request.uid,
+        kind: &request.kind.kind,
+        namespace: request.namespace.as_deref().unwrap_or(""),
+        name: request.name.as_deref().unwrap_or(""),
+        operation: request.operation.as_str(),
+        user: &request.user_info.username,
+        dry_run: request.dry_run.unwrap_or(false),
+        verdict: decision.verdict.as_str(),
+        denied: &denied,
+        warned: &warned,
+        adrs: &adrs,
+        mutations: &mutations,
+        latency_us: micros(elapsed),
+    };
+    if !line.write() {
+        // Text logs, or not under `serve` (tests): the same event through tracing.
+        tracing::info!(
+            target: DECISION_TARGET,
+            endpoint = line.endpoint,
+            uid = line.uid,
+            kind = line.kind,
+            namespace = line.namespace,
+            name = line.name,
+            operation = line.operation,
+            user = line.user,
+            dry_run = line.dry_run,
+            verdict = line.verdict,
+            denied = line.denied,
+            warned = line.warned,
+            adrs = line.adrs,
+            mutations = line.mutations,
+            latency_us = line.latency_us,
+            "decision"
+        );
+    }
 }
 
 #[cfg(test)]
