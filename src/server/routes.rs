@@ -499,6 +499,53 @@ mod tests {
         );
     }
 
+    /// Log lines written through tracing, as `--log-format pretty` writes them.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_direct_writer_the_decision_line_goes_through_tracing() {
+        // `serve --log-format pretty` and tests have no direct writer for the line.
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(captured.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let body = include_bytes!("../../tests/data/apiserver/create-deployment-validate.json");
+        let (status, _) = post("/validate?timeout=10s", "application/json", body).await;
+        assert_eq!(status, StatusCode::OK);
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = logs
+            .lines()
+            .find(|line| line.contains("decision"))
+            .unwrap_or_else(|| panic!("no decision line in {logs:?}"));
+        assert!(line.contains("kube_baseline::server::routes"), "{line}");
+        assert!(
+            line.contains("uid=\"5ea659de-4648-4686-b7b3-8befc8e71695\""),
+            "{line}"
+        );
+        assert!(line.contains("verdict=\"allowed\""), "{line}");
+        assert!(line.contains("dry_run=false"), "{line}");
+    }
+
     #[tokio::test]
     async fn errors_are_a_status_naming_the_problem() {
         let (status, text) = post("/mutate", "application/json; charset=utf-8", b"{").await;
