@@ -217,6 +217,41 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// An object whose members `member` reads, each from its key's opening quote (for
+    /// [`fields!`]).
+    #[inline(always)]
+    pub fn members(&mut self, mut member: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+        self.delimited(b'{', b'}', |p| {
+            if p.peek()? != b'"' {
+                return Err(Bail);
+            }
+            member(p)
+        })
+    }
+
+    /// Consumes `quoted` (a key with its quotes) if the text continues with it.
+    #[inline(always)]
+    pub fn quoted_key(&mut self, quoted: &'static str) -> bool {
+        let quoted = quoted.as_bytes();
+        // The key's first letter first: one comparison rules out most of the listed keys.
+        if self.bytes.get(self.pos + 1) != quoted.get(1) {
+            return false;
+        }
+        let end = self.pos + quoted.len();
+        if self.bytes.get(self.pos..end) == Some(quoted) {
+            self.pos = end;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The `:` after a key.
+    #[inline(always)]
+    pub fn colon(&mut self) -> Scan<()> {
+        self.eat(b':')
+    }
+
     /// An array: `item` is called for each element and must consume it.
     pub fn array(&mut self, item: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
         self.delimited(b'[', b']', item)
@@ -248,7 +283,7 @@ impl<'a> Parser<'a> {
     /// A key: a string without escapes (serde decides about a key with one; the API server
     /// does not write them).
     #[inline(always)]
-    fn key(&mut self) -> Scan<&'a str> {
+    pub fn key(&mut self) -> Scan<&'a str> {
         let (start, end) = self.plain_run()?;
         if self.bytes.get(end) != Some(&b'"') {
             return Err(Bail);
@@ -521,15 +556,20 @@ impl<'a> Parser<'a> {
 macro_rules! fields {
     ($parser:expr, |$p:ident| { $($key:literal => $read:expr),* $(,)? }) => {{
         let mut seen = 0u32;
-        $parser.object(|$p, key| {
+        $parser.members(|$p| {
             let mut bit = 0;
+            // Each listed key is compared where it stands, quotes included, before the key
+            // is scanned for its end: most keys of a review are listed ones.
             $(
                 bit += 1;
-                if key == $key {
+                if $p.quoted_key(concat!("\"", $key, "\"")) {
                     $crate::scan::once(&mut seen, bit)?;
+                    $p.colon()?;
                     return $read;
                 }
             )*
+            $p.key()?;
+            $p.colon()?;
             $p.skip()
         })
     }};
@@ -644,6 +684,55 @@ mod tests {
         for text in cases {
             let serde = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
             assert_eq!(skip_all(text).is_ok(), serde, "{text}");
+        }
+    }
+
+    /// `name` and `image` of a container-like object, read with [`fields!`].
+    fn two_fields(text: &str) -> Scan<(Option<String>, Option<String>)> {
+        let (mut name, mut image) = (None, None);
+        let mut p = Parser::new(text);
+        fields!(p, |p| {
+            "name" => p.option(&mut name, |p, v| p.owned_string().map(|s| *v = s)),
+            "image" => p.option(&mut image, |p, v| p.owned_string().map(|s| *v = s)),
+        })?;
+        p.end()?;
+        Ok((name, image))
+    }
+
+    #[test]
+    fn fields_reads_listed_keys_and_skips_the_others() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            two_fields(r#"{"name":"a","image":"b"}"#),
+            Ok((some("a"), some("b")))
+        );
+        // Keys that start like a listed one, or that a listed one starts like, are other keys.
+        assert_eq!(
+            two_fields(r#"{"nameSuffix":"x","nam":"y","image":"b","imag":1}"#),
+            Ok((None, some("b")))
+        );
+        // Whitespace around the colon, an empty object, a key with the same first letter.
+        assert_eq!(
+            two_fields(" { \"name\" :\t\"a\" , \"namespace\": {\"name\": 1} } "),
+            Ok((some("a"), None))
+        );
+        assert_eq!(two_fields("{}"), Ok((None, None)));
+        assert_eq!(two_fields(r#"{"":1,"name":null}"#), Ok((None, None)));
+    }
+
+    #[test]
+    fn fields_gives_up_on_a_duplicate_an_escaped_key_or_a_missing_colon() {
+        for text in [
+            r#"{"name":"a","name":"b"}"#,
+            r#"{"n\u0061me":"a"}"#,
+            r#"{"other\n":"a"}"#,
+            r#"{"name" "a"}"#,
+            r#"{"name":"a",}"#,
+            r#"{name:"a"}"#,
+            r#"{"name":"a""#,
+            r#"{"na"#,
+        ] {
+            assert_eq!(two_fields(text), Err(Bail), "{text}");
         }
     }
 
