@@ -710,14 +710,23 @@ fn binary() -> Command {
     command
 }
 
-/// `serve --dev-certs` from an empty directory: generates certs/, prints the CA and its
-/// caBundle, answers a review, logs exactly one decision line for it (without the object's
-/// contents), and exits 0 on SIGTERM.
-#[tokio::test]
-async fn serve_with_dev_certs_logs_one_decision_per_review_and_exits_zero_on_sigterm() {
+/// What one `serve --dev-certs` run printed: it answers one review, then gets SIGTERM.
+struct OneReview {
+    /// stdout, line by line.
+    log: Vec<String>,
+    stderr: String,
+    exit: std::process::ExitStatus,
+    ca: String,
+    review: Vec<u8>,
+}
+
+/// `serve --dev-certs` from an empty directory, with `env` set, answering one Deployment
+/// review over HTTP/2, stopped with SIGTERM.
+async fn serve_one_review(env: &[(&str, &str)]) -> OneReview {
     let dir = tempfile::tempdir().unwrap();
     let mut child = binary()
         .current_dir(dir.path())
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--dev-certs",
@@ -772,18 +781,41 @@ async fn serve_with_dev_certs_logs_one_decision_per_review_and_exits_zero_on_sig
     let (exit, stderr) = tokio::time::timeout(PATIENCE, exit).await.unwrap().unwrap();
     reader.join().unwrap();
     log.extend(lines_rx.try_iter());
+    OneReview {
+        log,
+        stderr,
+        exit,
+        ca,
+        review,
+    }
+}
+
+impl OneReview {
+    /// The decision lines about the review it answered.
+    fn decisions(&self) -> Vec<serde_json::Value> {
+        let uid = request_uid(&self.review);
+        self.log
+            .iter()
+            .map(|l| json(l.as_bytes()))
+            .filter(|e| e["message"] == "decision" && e["uid"] == uid.as_str())
+            .collect()
+    }
+}
+
+/// `serve --dev-certs` from an empty directory: generates certs/, prints the CA and its
+/// caBundle, answers a review, logs exactly one decision line for it (without the object's
+/// contents), and exits 0 on SIGTERM.
+#[tokio::test]
+async fn serve_with_dev_certs_logs_one_decision_per_review_and_exits_zero_on_sigterm() {
+    let run = serve_one_review(&[]).await;
+    let (log, stderr, exit) = (&run.log, &run.stderr, run.exit);
     assert!(exit.success(), "exit {exit:?}; stderr: {stderr}");
 
     assert!(stderr.contains("CA certificate: certs/ca.crt"), "{stderr}");
-    let bundle = base64_of(&ca);
+    let bundle = base64_of(&run.ca);
     assert!(stderr.contains(&bundle), "caBundle not printed: {stderr}");
 
-    let uid = request_uid(&review);
-    let decisions: Vec<serde_json::Value> = log
-        .iter()
-        .map(|l| json(l.as_bytes()))
-        .filter(|e| e["message"] == "decision" && e["uid"] == uid.as_str())
-        .collect();
+    let decisions = run.decisions();
     assert_eq!(decisions.len(), 1, "decision lines: {log:#?}");
     let decision = &decisions[0];
     assert_eq!(decision["kind"], "Deployment");
@@ -792,6 +824,8 @@ async fn serve_with_dev_certs_logs_one_decision_per_review_and_exits_zero_on_sig
     assert_eq!(decision["operation"], "CREATE");
     assert_eq!(decision["user"], "admin");
     assert_eq!(decision["endpoint"], "validate");
+    assert_eq!(decision["level"], "INFO");
+    assert_eq!(decision["target"], "kube_baseline::server::routes");
     assert!(decision["verdict"].is_string());
     assert!(decision["latency_us"].is_u64());
     let everything = log.join("\n");
@@ -800,6 +834,19 @@ async fn serve_with_dev_certs_logs_one_decision_per_review_and_exits_zero_on_sig
         "the object's contents were logged"
     );
     assert!(log
+        .iter()
+        .any(|l| json(l.as_bytes())["message"] == "stopped"));
+}
+
+/// `RUST_LOG` silences the decision lines alone, as it silences any target, although they do
+/// not go through tracing's formatter.
+#[tokio::test]
+async fn rust_log_can_turn_the_decision_lines_off() {
+    let run = serve_one_review(&[("RUST_LOG", "info,kube_baseline::server::routes=warn")]).await;
+    assert!(run.exit.success(), "stderr: {}", run.stderr);
+    assert_eq!(run.decisions().len(), 0, "decision lines: {:#?}", run.log);
+    assert!(run
+        .log
         .iter()
         .any(|l| json(l.as_bytes())["message"] == "stopped"));
 }

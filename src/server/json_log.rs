@@ -129,12 +129,46 @@ pub struct DecisionLine<'a> {
 }
 
 impl DecisionLine<'_> {
+    /// Whether the level filter lets the decision line through (`RUST_LOG`).
+    pub fn enabled() -> bool {
+        tracing::enabled!(target: DECISION_TARGET, tracing::Level::INFO)
+    }
+
+    /// Logs the line: [`DecisionLine::write`] under `serve --log-format json`, otherwise (text
+    /// logs, tests) the same event through tracing.
+    pub fn log(&self) {
+        if !self.write() {
+            self.through_tracing();
+        }
+    }
+
+    fn through_tracing(&self) {
+        tracing::info!(
+            target: DECISION_TARGET,
+            endpoint = self.endpoint,
+            uid = self.uid,
+            kind = self.kind,
+            namespace = self.namespace,
+            name = self.name,
+            operation = self.operation,
+            user = self.user,
+            dry_run = self.dry_run,
+            verdict = self.verdict,
+            denied = self.denied,
+            warned = self.warned,
+            adrs = self.adrs,
+            mutations = self.mutations,
+            latency_us = self.latency_us,
+            "decision"
+        );
+    }
+
     /// Writes the line that [`JsonLines`] writes for the `decision` event with these fields,
     /// straight to the log writer: no tracing dispatch, no per-field visitor, the names and
     /// punctuation as a few literals. Through tracing, formatting this line was 7% of a
     /// review's instructions in the server (BENCHMARKS.md). `false`, writing nothing, unless
     /// `serve` logs JSON lines ([`write_decisions_to`]): the caller then logs it through
-    /// tracing. The caller checks the level filter first.
+    /// tracing. The caller checks the level filter first ([`DecisionLine::enabled`]).
     pub fn write(&self) -> bool {
         let Some(writer) = DECISIONS.get() else {
             return false;
@@ -179,7 +213,9 @@ impl DecisionLine<'_> {
         push_escaped(out, self.mutations);
         out.push_str("\",\"latency_us\":");
         push_decimal(out, self.latency_us);
-        out.push_str(",\"target\":\"kube_baseline::server::routes\"}\n");
+        out.push_str(",\"target\":\"");
+        out.push_str(DECISION_TARGET);
+        out.push_str("\"}\n");
     }
 }
 
@@ -378,13 +414,20 @@ impl Write for Escaped<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::fmt::MakeWriter;
 
+    /// Log output kept in memory, for a test's own subscriber.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
 
     impl std::io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -410,8 +453,7 @@ mod tests {
             .with_writer(captured.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, emit);
-        let bytes = captured.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        captured.text()
     }
 
     fn lines_of(emit: impl FnOnce()) -> Vec<serde_json::Value> {
@@ -449,26 +491,7 @@ mod tests {
                 mutations: "",
                 latency_us: 1234,
             };
-            let through_tracing = text_of(|| {
-                tracing::info!(
-                    target: DECISION_TARGET,
-                    endpoint = line.endpoint,
-                    uid = line.uid,
-                    kind = line.kind,
-                    namespace = line.namespace,
-                    name = line.name,
-                    operation = line.operation,
-                    user = line.user,
-                    dry_run = line.dry_run,
-                    verdict = line.verdict,
-                    denied = line.denied,
-                    warned = line.warned,
-                    adrs = line.adrs,
-                    mutations = line.mutations,
-                    latency_us = line.latency_us,
-                    "decision"
-                );
-            });
+            let through_tracing = text_of(|| line.through_tracing());
             let mut direct = String::new();
             line.format(&mut direct, chrono::Utc::now());
             assert_eq!(after_timestamp(&direct), after_timestamp(&through_tracing));

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 
 use super::deadline::Deadline;
-use super::json_log::{DecisionLine, DECISION_TARGET};
+use super::json_log::DecisionLine;
 use super::AppState;
 use crate::admission::review::Review;
 use crate::admission::{self, AdmissionRequest, Decision, DecodeError};
@@ -377,7 +377,7 @@ fn log_decision(
     decision: &Decision,
     elapsed: Duration,
 ) {
-    if !tracing::enabled!(target: DECISION_TARGET, tracing::Level::INFO) {
+    if !DecisionLine::enabled() {
         return;
     }
     let mut adrs: Vec<&str> = decision
@@ -407,27 +407,7 @@ fn log_decision(
         mutations: &mutations,
         latency_us: micros(elapsed),
     };
-    if !line.write() {
-        // Text logs, or not under `serve` (tests): the same event through tracing.
-        tracing::info!(
-            target: DECISION_TARGET,
-            endpoint = line.endpoint,
-            uid = line.uid,
-            kind = line.kind,
-            namespace = line.namespace,
-            name = line.name,
-            operation = line.operation,
-            user = line.user,
-            dry_run = line.dry_run,
-            verdict = line.verdict,
-            denied = line.denied,
-            warned = line.warned,
-            adrs = line.adrs,
-            mutations = line.mutations,
-            latency_us = line.latency_us,
-            "decision"
-        );
-    }
+    line.log();
 }
 
 #[cfg(test)]
@@ -499,31 +479,10 @@ mod tests {
         );
     }
 
-    /// Log lines written through tracing, as `--log-format pretty` writes them.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
     #[tokio::test]
     async fn without_the_direct_writer_the_decision_line_goes_through_tracing() {
         // `serve --log-format pretty` and tests have no direct writer for the line.
-        let captured = Captured::default();
+        let captured = crate::server::json_log::tests::Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(captured.clone())
@@ -532,7 +491,7 @@ mod tests {
         let body = include_bytes!("../../tests/data/apiserver/create-deployment-validate.json");
         let (status, _) = post("/validate?timeout=10s", "application/json", body).await;
         assert_eq!(status, StatusCode::OK);
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logs = captured.text();
         let line = logs
             .lines()
             .find(|line| line.contains("decision"))
