@@ -40,7 +40,7 @@ use kube_baseline::workload::WorkloadKind;
 const USAGE: &str = "\
 cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
-                            [--pace-us N]
+                            [--pace-us N] [--rounds N]
                             [--exceptions N] [--only h2|h1] [--dump-mix DIR]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
@@ -62,6 +62,9 @@ struct Options {
     client_threads: usize,
     /// The open loop's pacer thread wakes this often; zero paces with the tokio timer.
     pace: Duration,
+    /// Closed-loop pairs (no-op, then kube-baseline, fresh processes) per protocol, the
+    /// first with the open loop: the throughput ratio of each, and their median.
+    rounds: usize,
     /// Exceptions written for the memory run.
     exceptions: usize,
     protocols: Vec<Protocol>,
@@ -80,6 +83,7 @@ impl Default for Options {
             fixed_rate: 1000.0,
             client_threads: 2,
             pace: Duration::ZERO,
+            rounds: 3,
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
             dump_mix: None,
@@ -106,6 +110,7 @@ fn options() -> Options {
             "--h2-connections" => o.h2_connections = number(value(&arg)),
             "--client-threads" => o.client_threads = number(value(&arg)),
             "--pace-us" => o.pace = Duration::from_micros(number(value(&arg)) as u64),
+            "--rounds" => o.rounds = number(value(&arg)),
             "--exceptions" => o.exceptions = number(value(&arg)),
             "--open-seconds" | "--rate" => {
                 let text = value(&arg);
@@ -134,7 +139,7 @@ fn options() -> Options {
             _ => {}
         }
     }
-    assert!(o.concurrency > 0 && o.h2_connections > 0 && o.requests > 0);
+    assert!(o.concurrency > 0 && o.h2_connections > 0 && o.requests > 0 && o.rounds > 0);
     o
 }
 
@@ -781,6 +786,27 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// The throughput ratio of each round and their median, per protocol.
+fn print_rounds(rounds: &[(Protocol, Vec<f64>)]) {
+    println!();
+    println!(
+        "Throughput ratio to the no-op in alternating closed-loop rounds (fresh processes \
+         each round; the first round is the table's):"
+    );
+    println!();
+    for (protocol, ratios) in rounds {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let each: Vec<String> = ratios.iter().map(|r| format!("×{r:.2}")).collect();
+        println!(
+            "- {}: {} (median ×{median:.2})",
+            protocol.name(),
+            each.join(", ")
+        );
+    }
+}
+
 fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
     println!();
     println!(
@@ -1041,18 +1067,29 @@ fn main() {
         runtime,
     };
     let mut runs = Vec::new();
+    let mut rounds = Vec::new();
     for &protocol in &options.protocols {
         let fixed = Open::Rate(options.fixed_rate);
         let noop = bench.run(Flavour::Noop, protocol, &[Open::HalfOfOwnPeak, fixed], &[]);
         let half = noop.closed.throughput() / 2.0;
         eprintln!("{}", noop.summary());
-        runs.push(noop);
         let webhook = bench.run(Flavour::Webhook, protocol, &[Open::Rate(half), fixed], &[]);
         eprintln!("{}", webhook.summary());
+        let mut ratios = vec![webhook.closed.throughput() / noop.closed.throughput()];
+        runs.push(noop);
         runs.push(webhook);
+        // More pairs of the closed loop alone: the machine's drift between two runs moves
+        // the ratio by more than most changes do.
+        for _ in 1..options.rounds {
+            let noop = bench.run(Flavour::Noop, protocol, &[], &[]);
+            let webhook = bench.run(Flavour::Webhook, protocol, &[], &[]);
+            ratios.push(webhook.closed.throughput() / noop.closed.throughput());
+        }
+        rounds.push((protocol, ratios));
     }
     let exceptions = exceptions_run(&bench, scratch.path());
     print_tables(&options, &runs, &exceptions);
+    print_rounds(&rounds);
     println!();
     println!(
         "Took {:.0} s; load average at end {} (1/5/15 min).",
