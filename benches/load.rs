@@ -8,8 +8,10 @@
 //! `/proc/<pid>/stat`) and peak RSS (`VmHWM` from `/proc/<pid>/status`) are its own. One
 //! client drives each the same way: a closed loop with a fixed number of requests in flight
 //! (warm-up, then a bounded number of measured reviews), then an open loop at half of the
-//! no-op's peak throughput on that protocol. The reviews are a fixed mix of Deployments and
-//! Pods built from `tests/data`, 10% of them violating.
+//! no-op's peak throughput on that protocol. More pairs of the closed loop alone follow
+//! (`--rounds`), the no-op then kube-baseline in fresh processes, for the median of their
+//! throughput ratios. The reviews are a fixed mix of Deployments and Pods built from
+//! `tests/data`, 10% of them violating.
 //!
 //! The server writes its JSON logs (one decision line per review) to a pipe that a thread of
 //! the bench drains, as a container runtime would.
