@@ -42,7 +42,7 @@ use kube_baseline::workload::WorkloadKind;
 const USAGE: &str = "\
 cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
-                            [--pace-us N] [--rounds N]
+                            [--pace-us N] [--rounds N] [--calibrate NS[,NS...]]
                             [--exceptions N] [--only h2|h1] [--dump-mix DIR]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
@@ -67,6 +67,9 @@ struct Options {
     /// Closed-loop pairs (no-op, then kube-baseline, fresh processes) per protocol, the
     /// first with the open loop: the throughput ratio of each, and their median.
     rounds: usize,
+    /// Busy-waits (nanoseconds per review) of the no-op to compare with the plain no-op in
+    /// closed-loop pairs, `rounds` each: what that much work per review costs in this bench.
+    calibrate: Vec<u64>,
     /// Exceptions written for the memory run.
     exceptions: usize,
     protocols: Vec<Protocol>,
@@ -86,6 +89,7 @@ impl Default for Options {
             client_threads: 2,
             pace: Duration::ZERO,
             rounds: 3,
+            calibrate: Vec::new(),
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
             dump_mix: None,
@@ -114,6 +118,12 @@ fn options() -> Options {
             "--pace-us" => o.pace = Duration::from_micros(number(value(&arg)) as u64),
             "--rounds" => o.rounds = number(value(&arg)),
             "--exceptions" => o.exceptions = number(value(&arg)),
+            "--calibrate" => {
+                o.calibrate = value(&arg)
+                    .split(',')
+                    .map(|ns| number(ns.to_owned()) as u64)
+                    .collect()
+            }
             "--open-seconds" | "--rate" => {
                 let text = value(&arg);
                 let v: f64 = text
@@ -788,6 +798,15 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// Each ratio and their median: `×0.71, ×0.66, ×0.69 (median ×0.69)`.
+fn ratios_and_median(ratios: &[f64]) -> String {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let each: Vec<String> = ratios.iter().map(|r| format!("×{r:.2}")).collect();
+    format!("{} (median ×{median:.2})", each.join(", "))
+}
+
 /// The throughput ratio of each round and their median, per protocol.
 fn print_rounds(rounds: &[(Protocol, Vec<f64>)]) {
     println!();
@@ -797,14 +816,26 @@ fn print_rounds(rounds: &[(Protocol, Vec<f64>)]) {
     );
     println!();
     for (protocol, ratios) in rounds {
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
-        let each: Vec<String> = ratios.iter().map(|r| format!("×{r:.2}")).collect();
+        println!("- {}: {}", protocol.name(), ratios_and_median(ratios));
+    }
+}
+
+/// `--calibrate`: the throughput ratio of the no-op with a busy-wait to the plain no-op.
+fn print_calibration(calibration: &[(Protocol, u64, Vec<f64>)]) {
+    if calibration.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Calibration: the no-op busy-waiting N ns per review after decoding it, against the \
+         plain no-op (alternating closed-loop pairs, fresh processes):"
+    );
+    println!();
+    for (protocol, ns, ratios) in calibration {
         println!(
-            "- {}: {} (median ×{median:.2})",
+            "- {}, {ns} ns: {}",
             protocol.name(),
-            each.join(", ")
+            ratios_and_median(ratios)
         );
     }
 }
@@ -1089,9 +1120,24 @@ fn main() {
         }
         rounds.push((protocol, ratios));
     }
+    let mut calibration = Vec::new();
+    for &protocol in &options.protocols {
+        for &ns in &options.calibrate {
+            let busy = ["--reference-busy-ns".to_owned(), ns.to_string()];
+            let ratios = (0..options.rounds)
+                .map(|_| {
+                    let noop = bench.run(Flavour::Noop, protocol, &[], &[]);
+                    let busy = bench.run(Flavour::Noop, protocol, &[], &busy);
+                    busy.closed.throughput() / noop.closed.throughput()
+                })
+                .collect();
+            calibration.push((protocol, ns, ratios));
+        }
+    }
     let exceptions = exceptions_run(&bench, scratch.path());
     print_tables(&options, &runs, &exceptions);
     print_rounds(&rounds);
+    print_calibration(&calibration);
     println!();
     println!(
         "Took {:.0} s; load average at end {} (1/5/15 min).",

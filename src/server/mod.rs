@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// decoding it, with no evaluation, metrics or decision log (`benches/load.rs`).
     #[arg(long, hide = true)]
     pub reference_noop: bool,
+    /// Benchmark calibration only, with `--reference-noop`: busy-wait this many nanoseconds
+    /// per review after decoding it, to measure what that much work costs in the load bench.
+    #[arg(long, hide = true, requires = "reference_noop", default_value_t = 0)]
+    pub reference_busy_ns: u64,
 }
 
 /// Request limits the handlers apply.
@@ -263,6 +267,8 @@ pub struct Settings {
     /// Serve [`routes::reference_noop_router`] instead of [`router`]: the same TLS, HTTP,
     /// body limit, decode and encode with no evaluation. For the load bench's reference.
     pub reference_noop: bool,
+    /// With [`Settings::reference_noop`]: the reference busy-waits this long per review.
+    pub reference_busy: Duration,
     pub exceptions: ExceptionSource,
 }
 
@@ -296,6 +302,7 @@ impl Settings {
             await_exception_sync: false,
             exceptions: ExceptionSource::None,
             reference_noop: false,
+            reference_busy: Duration::ZERO,
         }
     }
 
@@ -329,6 +336,7 @@ impl From<&ServeArgs> for Settings {
             _ => ExceptionSource::None,
         };
         settings.reference_noop = args.reference_noop;
+        settings.reference_busy = Duration::from_nanos(args.reference_busy_ns);
         settings
     }
 }
@@ -443,7 +451,7 @@ impl Server {
 
         let app = if settings.reference_noop {
             tracing::warn!("--reference-noop: every review is allowed without evaluation");
-            routes::reference_noop_router(state.clone())
+            routes::reference_noop_router(state.clone(), settings.reference_busy)
         } else {
             router(state.clone())
         };

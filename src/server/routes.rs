@@ -40,22 +40,43 @@ pub fn router(state: AppState) -> Router {
 /// The load bench's reference (`serve --reference-noop`): the same routes, TLS, body limit,
 /// decode and encode as [`router`], but every readable review is answered `allowed: true`
 /// with no evaluation, metrics or decision log. What the stack costs by itself.
-pub fn reference_noop_router(state: AppState) -> Router {
+///
+/// With a non-zero `busy`, each decoded review also busy-waits that long on its worker
+/// thread before the answer (`serve --reference-busy-ns`): the load bench's calibration of
+/// what a given amount of work per review costs in its figures.
+pub fn reference_noop_router(state: AppState, busy: Duration) -> Router {
+    let handler = move |State(state): State<AppState>, headers: HeaderMap, body: Body| {
+        noop(state, headers, body, busy)
+    };
     Router::new()
-        .route("/validate", post(noop))
-        .route("/mutate", post(noop))
+        .route("/validate", post(handler))
+        .route("/mutate", post(handler))
         .with_state(state)
 }
 
-async fn noop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn noop(state: AppState, headers: HeaderMap, body: Body, busy: Duration) -> Response {
     let read = read_body(&state, &headers, body).await;
     match read.and_then(|bytes| Ok(admission::review::decode_envelope(&bytes)?)) {
-        Ok(request) => (
-            StatusCode::OK,
-            Json(admission::AdmissionResponse::allow(request.uid).into_review()),
-        )
-            .into_response(),
+        Ok(request) => {
+            busy_wait(busy);
+            (
+                StatusCode::OK,
+                Json(admission::AdmissionResponse::allow(request.uid).into_review()),
+            )
+                .into_response()
+        }
         Err(problem) => error_response(&problem),
+    }
+}
+
+/// Keeps the thread busy for `time` (nothing when zero), as work of that length would.
+fn busy_wait(time: Duration) {
+    if time.is_zero() {
+        return;
+    }
+    let until = Instant::now() + time;
+    while Instant::now() < until {
+        std::hint::spin_loop();
     }
 }
 
@@ -503,6 +524,50 @@ mod tests {
         );
         assert!(line.contains("verdict=\"allowed\""), "{line}");
         assert!(line.contains("dry_run=false"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn the_reference_noop_allows_what_the_webhook_denies_and_busy_waits_as_told() {
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0a1b", "operation": "CREATE", "namespace": "shop",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "userInfo": {"username": "dev"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"},
+                           "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+            }
+        })
+        .to_string();
+        let answer = |app: Router| {
+            let review = review.clone();
+            async move {
+                let request = axum::http::Request::post("/validate?timeout=10s")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(review))
+                    .unwrap();
+                let response = app.oneshot(request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(value["response"]["uid"], "0a1b");
+                value["response"]["allowed"].as_bool().unwrap()
+            }
+        };
+        assert!(
+            !answer(router(state())).await,
+            "the webhook denies a bare Pod"
+        );
+        assert!(answer(reference_noop_router(state(), Duration::ZERO)).await);
+        let busy = Duration::from_millis(30);
+        let started = Instant::now();
+        assert!(answer(reference_noop_router(state(), busy)).await);
+        assert!(
+            started.elapsed() >= busy,
+            "answered before the busy-wait ended"
+        );
     }
 
     #[tokio::test]
