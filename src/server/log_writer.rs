@@ -36,7 +36,15 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
     /// Held while a batch is taken and written, so that batches reach `out` in order.
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Mutex<Output>,
+}
+
+struct Output {
+    writer: Box<dyn Write + Send>,
+    /// The buffer of the batch written last, emptied: it becomes the next pending buffer,
+    /// so that the lines of each batch go into a buffer already grown to a batch's size
+    /// instead of one grown again from nothing.
+    spare: Vec<u8>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -50,12 +58,18 @@ impl Shared {
     /// Take everything pending and write it.
     fn write_pending(&self) {
         let mut out = lock(&self.out);
-        let batch = std::mem::take(&mut lock(&self.pending).bytes);
+        let mut batch = std::mem::take(&mut out.spare);
+        std::mem::swap(&mut lock(&self.pending).bytes, &mut batch);
         if !batch.is_empty() {
             // A failing stdout has nowhere to report to; the lines are lost, as with
             // tracing's own writer.
-            let _ = out.write_all(&batch);
-            let _ = out.flush();
+            let _ = out.writer.write_all(&batch);
+            let _ = out.writer.flush();
+        }
+        batch.clear();
+        // A burst may have grown it past the usual batch: not kept then.
+        if batch.capacity() <= MAX_PENDING {
+            out.spare = batch;
         }
     }
 }
@@ -90,7 +104,10 @@ impl LogWriter {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
-            out: Mutex::new(Box::new(out)),
+            out: Mutex::new(Output {
+                writer: Box::new(out),
+                spare: Vec::new(),
+            }),
         });
         let thread = shared.clone();
         std::thread::Builder::new()
