@@ -9,8 +9,10 @@
 //! client drives each the same way: a closed loop with a fixed number of requests in flight
 //! (warm-up, then a bounded number of measured reviews), then an open loop at half of the
 //! no-op's peak throughput on that protocol. More pairs of the closed loop alone follow
-//! (`--rounds`), the no-op then kube-baseline in fresh processes, for the median of their
-//! throughput ratios. The reviews are a fixed mix of Deployments and Pods built from
+//! (`--rounds`, 5 by default), the no-op then kube-baseline in fresh processes, for the
+//! median of their throughput ratios. `--calibrate NS` adds pairs of the plain no-op and the
+//! no-op busy-waiting NS nanoseconds per review (`serve --reference-busy-ns`): what that much
+//! work per review costs in this bench's ratio. The reviews are a fixed mix of Deployments and Pods built from
 //! `tests/data`, 10% of them violating.
 //!
 //! The server writes its JSON logs (one decision line per review) to a pipe that a thread of
@@ -88,7 +90,7 @@ impl Default for Options {
             fixed_rate: 1000.0,
             client_threads: 2,
             pace: Duration::ZERO,
-            rounds: 3,
+            rounds: 5,
             calibrate: Vec::new(),
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
