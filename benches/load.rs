@@ -12,8 +12,8 @@
 //! (`--rounds`, 5 by default), the no-op then kube-baseline in fresh processes, for the
 //! median of their throughput ratios. `--calibrate NS` adds pairs of the plain no-op and the
 //! no-op busy-waiting NS nanoseconds per review (`serve --reference-busy-ns`): what that much
-//! work per review costs in this bench's ratio. The reviews are a fixed mix of Deployments and Pods built from
-//! `tests/data`, 10% of them violating.
+//! work per review costs in this bench's ratio. The reviews are a fixed mix of Deployments
+//! and Pods built from `tests/data`, 10% of them violating.
 //!
 //! The server writes its JSON logs (one decision line per review) to a pipe that a thread of
 //! the bench drains, as a container runtime would.

@@ -722,3 +722,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
+        let cli = <Cli as clap::Parser>::try_parse_from(
+            ["kube-baseline", "--tls-cert", "c.pem", "--tls-key", "k.pem"]
+                .iter()
+                .chain(args),
+        )?;
+        Ok(Settings::from(&cli.serve))
+    }
+
+    #[test]
+    fn the_reference_busy_wait_is_only_for_the_reference_noop() {
+        let error = parse(&["--reference-busy-ns", "2000"]).expect_err("refused");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--reference-noop"), "{error}");
+
+        let settings = parse(&["--reference-noop", "--reference-busy-ns", "2000"]).unwrap();
+        assert!(settings.reference_noop);
+        assert_eq!(settings.reference_busy, Duration::from_micros(2));
+        let settings = parse(&[]).unwrap();
+        assert!(!settings.reference_noop);
+        assert_eq!(settings.reference_busy, Duration::ZERO);
+    }
+}
