@@ -2,7 +2,7 @@
 //! by it, written as `ca.crt`, `tls.crt` and `tls.key`.
 //!
 //! `kube-baseline certs --out DIR --dns NAME... [--ip IP...]` writes them explicitly;
-//! `kube-baseline serve --dev-certs` calls the same [`generate`] and [`write`] when the
+//! `kube-baseline serve --dev-certs` calls the same [`generate`] and [`write()`] when the
 //! serving files are missing. The CA's private key is never written: to issue a new serving
 //! certificate, generate a new pair (and a new `caBundle`).
 
@@ -166,7 +166,7 @@ pub fn generate(dns: &[String], ips: &[IpAddr]) -> Result<Generated> {
     })
 }
 
-/// Where [`write`] put the files.
+/// Where [`write()`] put the files.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub ca: PathBuf,

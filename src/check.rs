@@ -1,7 +1,7 @@
 //! `kube-baseline check`: the webhook's engine on manifests, offline, for CI.
 //!
 //! Each object is evaluated exactly as `/validate` would evaluate its CREATE: the same
-//! [`admission::validate`] with the same snapshot of policies and exceptions, so CI gives the
+//! [`admission::validate()`] with the same snapshot of policies and exceptions, so CI gives the
 //! verdict the cluster will give.
 
 use std::fmt::Write as _;

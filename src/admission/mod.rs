@@ -1,6 +1,6 @@
 //! Review in, response out: the pure core of `/validate` and `/mutate`.
 //!
-//! Nothing here does I/O; the server decodes the body, calls [`validate`] or [`mutate`] with
+//! Nothing here does I/O; the server decodes the body, calls [`validate()`] or [`mutate()`] with
 //! the current [`Snapshot`] and the time, and encodes the response.
 
 mod fast;

@@ -10,7 +10,7 @@
 //! What the user wrote is never changed, even when it breaks the baseline: the validating
 //! webhook denies it with a message that names the field. Defaults that the API server or the
 //! kubelet would refuse in combination with the user's own values are not added either (see
-//! [`Defaulter::container`] and [`Defaulter::pod`]).
+//! `Defaulter::container` and `Defaulter::pod`).
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};

@@ -6,7 +6,7 @@
 //!   the `sha256-<hex>.sig` tag (sigstore crate), verifies it against the authorities, and
 //!   caches the outcome by digest. Concurrent verifications of one reference share one
 //!   registry round trip; registry calls are bounded and always inside the review's deadline.
-//! - Pure: [`findings`] turns verification outcomes into [`Finding`]s with the container, the
+//! - Pure: [`findings`] turns verification outcomes into [`Finding`](crate::policy::Finding)s with the container, the
 //!   image and the field, and [`pins`] gives the JSON-patch operations that rewrite each
 //!   verified image to `repo:tag@sha256:...` for `/mutate`.
 //!

@@ -1,6 +1,6 @@
 //! Where exceptions come from: the Kubernetes API ([`kube`]) or a directory of YAML files
 //! ([`files`]). Both keep the last good state when a read fails, build a whole new
-//! [`Registry`] on every change and hand it to a `publish` callback; the server stores it in
+//! [`Registry`](crate::exceptions::Registry) on every change and hand it to a `publish` callback; the server stores it in
 //! a new snapshot. Both take the ADR index from a file (the repository's `policies/adrs.yaml`
 //! or a mounted ConfigMap), reloaded on change.
 
