@@ -209,7 +209,7 @@ impl<'a> Parser<'a> {
     }
 
     /// An object: `field` is called with each key and must consume its value.
-    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Scan<()>) -> Scan<()> {
+    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Scan<()>) -> Scan<()> {
         self.delimited(b'{', b'}', |p| {
             let key = p.key()?;
             p.eat(b':')?;
@@ -537,9 +537,9 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// An array of strings.
-    pub fn strings(&mut self, out: &mut Vec<String>) -> Scan<()> {
-        self.array(|p| p.owned_string().map(|s| out.push(s)))
+    /// An array of strings, as `String`s or as slices of the text where they have no escapes.
+    pub fn strings<T: From<Cow<'a, str>>>(&mut self, out: &mut Vec<T>) -> Scan<()> {
+        self.array(|p| p.string().map(|s| out.push(s.into())))
     }
 }
 

@@ -8,7 +8,7 @@ pub mod pod;
 
 use std::collections::BTreeMap;
 
-use pod::{PodSpec, PodTemplateSpec};
+use pod::{PodSpec, PodTemplateSpec, Text};
 
 use serde::{Deserialize, Deserializer};
 
@@ -156,16 +156,16 @@ pub struct WorkloadError {
 
 /// One pod controller, reduced to what the policies read.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Workload {
+pub struct Workload<'a> {
     pub kind: WorkloadKind,
-    pub name: String,
-    pub namespace: Option<String>,
+    pub name: Text<'a>,
+    pub namespace: Option<Text<'a>>,
     /// `spec.replicas` for kinds that have it (`None` when unset: HPA-managed).
     pub replicas: Option<i32>,
     /// Labels and annotations of the pod (template).
-    pub pod_labels: BTreeMap<String, String>,
-    pub pod_annotations: BTreeMap<String, String>,
-    pub spec: PodSpec,
+    pub pod_labels: BTreeMap<Text<'a>, Text<'a>>,
+    pub pod_annotations: BTreeMap<Text<'a>, Text<'a>>,
+    pub spec: PodSpec<'a>,
 }
 
 // The outer layers of the eight kinds, reduced to the fields a [`Workload`] keeps; the pod
@@ -180,20 +180,20 @@ pub struct Workload {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Meta {
-    name: Option<String>,
-    generate_name: Option<String>,
-    namespace: Option<String>,
+    name: Option<Text<'static>>,
+    generate_name: Option<Text<'static>>,
+    namespace: Option<Text<'static>>,
 }
 
 /// `metadata` of a bare Pod, whose labels and annotations are the pod's.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PodMeta {
-    name: Option<String>,
-    generate_name: Option<String>,
-    namespace: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
-    annotations: Option<BTreeMap<String, String>>,
+    name: Option<Text<'static>>,
+    generate_name: Option<Text<'static>>,
+    namespace: Option<Text<'static>>,
+    labels: Option<BTreeMap<Text<'static>, Text<'static>>>,
+    annotations: Option<BTreeMap<Text<'static>, Text<'static>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,13 +206,13 @@ struct Object<M, S> {
 #[derive(Debug, Default, Deserialize)]
 struct ReplicatedSpec {
     replicas: Option<i32>,
-    template: Option<PodTemplateSpec>,
+    template: Option<PodTemplateSpec<'static>>,
 }
 
 /// DaemonSet, Job.
 #[derive(Debug, Default, Deserialize)]
 struct TemplateSpec {
-    template: Option<PodTemplateSpec>,
+    template: Option<PodTemplateSpec<'static>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,8 +230,8 @@ fn from_template(
     kind: WorkloadKind,
     meta: Option<Meta>,
     replicas: Option<i32>,
-    template: Option<PodTemplateSpec>,
-) -> Workload {
+    template: Option<PodTemplateSpec<'static>>,
+) -> Workload<'static> {
     let meta = meta.unwrap_or_default();
     let template = template.unwrap_or_default();
     let pod_meta = template.metadata.unwrap_or_default();
@@ -246,10 +246,10 @@ fn from_template(
     }
 }
 
-impl Workload {
+impl Workload<'_> {
     /// Decode the raw JSON of an object of `kind` once, keeping only what the policies read
     /// (see [`pod`]).
-    pub fn from_json(kind: WorkloadKind, json: &str) -> Result<Self, WorkloadError> {
+    pub fn from_json(kind: WorkloadKind, json: &str) -> Result<Workload<'static>, WorkloadError> {
         let mut de = serde_json::Deserializer::from_str(json);
         Self::deserialize_as(kind, &mut de)
             .and_then(|workload| de.end().map(|()| workload))
@@ -261,10 +261,10 @@ impl Workload {
     pub fn deserialize_as<'de, D: Deserializer<'de>>(
         kind: WorkloadKind,
         deserializer: D,
-    ) -> Result<Self, D::Error> {
+    ) -> Result<Workload<'static>, D::Error> {
         Ok(match kind {
             WorkloadKind::Pod => {
-                let pod = Object::<PodMeta, PodSpec>::deserialize(deserializer)?;
+                let pod = Object::<PodMeta, PodSpec<'static>>::deserialize(deserializer)?;
                 let meta = pod.metadata.unwrap_or_default();
                 Workload {
                     kind,
@@ -391,8 +391,8 @@ pub struct ContainerRef<'a> {
     pub index: usize,
     pub name: &'a str,
     pub image: Option<&'a str>,
-    pub security_context: Option<&'a pod::SecurityContext>,
-    pub container: Option<&'a pod::Container>,
+    pub security_context: Option<&'a pod::SecurityContext<'a>>,
+    pub container: Option<&'a pod::Container<'a>>,
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ fn config_yaml(registry: &TestRegistry, keys: &[(&str, &str)], extra: &str) -> S
     yaml
 }
 
-fn deployment(images: &[(&str, &str)]) -> Workload {
+fn deployment(images: &[(&str, &str)]) -> Workload<'static> {
     let containers: Vec<serde_json::Value> = images
         .iter()
         .map(|(name, image)| serde_json::json!({"name": name, "image": image}))

@@ -29,7 +29,7 @@ pub enum Object {
 pub struct Envelope<'a> {
     pub api_version: Option<Cow<'a, str>>,
     pub kind: Option<Cow<'a, str>>,
-    pub request: Option<(AdmissionRequest, Option<Box<Workload>>)>,
+    pub request: Option<(AdmissionRequest, Option<Box<Workload<'a>>>)>,
 }
 
 /// The whole body: the envelope, then nothing but whitespace.
@@ -72,7 +72,10 @@ fn string(p: &mut Parser<'_>, slot: &mut String) -> Scan<()> {
     p.owned_string().map(|v| *slot = v)
 }
 
-fn request(p: &mut Parser<'_>, object: Object) -> Scan<(AdmissionRequest, Option<Box<Workload>>)> {
+fn request<'a>(
+    p: &mut Parser<'a>,
+    object: Object,
+) -> Scan<(AdmissionRequest, Option<Box<Workload<'a>>>)> {
     let mut uid = String::new();
     let mut kind = GroupVersionKind::default();
     let mut resource = GroupVersionResource::default();

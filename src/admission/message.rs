@@ -80,7 +80,7 @@ fn join(ids: &[PolicyId]) -> String {
         .join(", ")
 }
 
-fn display_name(w: &Workload) -> &str {
+fn display_name<'w>(w: &'w Workload<'_>) -> &'w str {
     if w.name.is_empty() {
         "<generated>"
     } else {

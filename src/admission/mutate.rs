@@ -53,11 +53,11 @@ pub fn mutate_decoded(
 
 /// Decide what needs no defaults and decode the workload of the others once. The server
 /// verifies image signatures (I/O) between [`prepare`] and [`finish`].
-pub fn prepare(
+pub fn prepare<'a>(
     snapshot: &Snapshot,
     request: &AdmissionRequest,
-    decoded: Option<Box<Workload>>,
-) -> Prepared {
+    decoded: Option<Box<Workload<'a>>>,
+) -> Prepared<'a> {
     let workload = match subject(snapshot, request, decoded) {
         Subject::Workload(w) => w,
         Subject::Skip => return Prepared::Decided(Decision::skipped(&request.uid)),
@@ -131,7 +131,7 @@ impl Members {
 /// Collects the patch and the policies whose defaults it applies.
 struct Defaulter<'a> {
     defaults: &'a Defaults,
-    workload: &'a Workload,
+    workload: &'a Workload<'a>,
     /// Modes of the five defaultable policies in the review's namespace, looked up once.
     on: [bool; 5],
     /// Linux-only fields (`runAsUser`, seccomp, `readOnlyRootFilesystem`,
@@ -366,8 +366,8 @@ impl<'a> Defaulter<'a> {
             ("cpu", &d.requests.cpu, &d.limits.cpu),
             ("memory", &d.requests.memory, &d.limits.memory),
         ] {
-            let request = set_requests.and_then(|m| m.get(name)).map(|q| q.0.as_str());
-            let limit = set_limits.and_then(|m| m.get(name)).map(|q| q.0.as_str());
+            let request = set_requests.and_then(|m| m.get(name)).map(|q| &*q.0);
+            let limit = set_limits.and_then(|m| m.get(name)).map(|q| &*q.0);
             let (add_request, add_limit) = fill_quantity(
                 request,
                 limit,

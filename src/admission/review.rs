@@ -188,9 +188,9 @@ pub(crate) fn workload_kind_of(gvk: &GroupVersionKind) -> Option<WorkloadKind> {
 /// A review as the server evaluates it: the request, and the workload when its object was
 /// decoded in the same pass as the envelope (then `request.object` is `None`).
 #[derive(Debug)]
-pub struct Review {
+pub struct Review<'a> {
     pub request: AdmissionRequest,
-    pub workload: Option<Box<Workload>>,
+    pub workload: Option<Box<Workload<'a>>>,
 }
 
 /// Decode a body in one pass: the envelope, and the object of a kind the engine evaluates
@@ -198,7 +198,7 @@ pub struct Review {
 /// again. The API server writes `request.kind` before `request.object`; when a body does not
 /// (or the object does not read as its kind), the object is kept raw and [`decode`]'s
 /// two-step path gives exactly its answer and error messages.
-pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
+pub fn decode_review(body: &[u8]) -> Result<Review<'_>, DecodeError> {
     // The body is checked to be UTF-8 once, in one pass; then the parsers read it as a `str`
     // and do not validate each string they read again (on a Deployment's pod template,
     // those per-string checks were a fifth of serde's decode).
@@ -214,7 +214,7 @@ pub fn decode_review(body: &[u8]) -> Result<Review, DecodeError> {
 }
 
 /// [`decode_review`]'s fast path; `None` when it gives up.
-pub(crate) fn decode_review_fast(text: &str) -> Option<Result<Review, DecodeError>> {
+pub(crate) fn decode_review_fast(text: &str) -> Option<Result<Review<'_>, DecodeError>> {
     let envelope = super::fast::envelope(text, super::fast::Object::Workload).ok()?;
     Some(
         check_envelope(
@@ -229,7 +229,7 @@ pub(crate) fn decode_review_fast(text: &str) -> Option<Result<Review, DecodeErro
 
 /// [`decode_review`] with serde: the envelope and the object in one pass when the kind comes
 /// first, else the two-step [`decode`].
-pub(crate) fn decode_review_serde(text: &str, body: &[u8]) -> Result<Review, DecodeError> {
+pub(crate) fn decode_review_serde(text: &str, body: &[u8]) -> Result<Review<'static>, DecodeError> {
     let mut de = serde_json::Deserializer::from_str(text);
     match OneEnvelope::deserialize(&mut de).and_then(|envelope| de.end().map(|()| envelope)) {
         Ok(OneEnvelope {
@@ -293,7 +293,7 @@ struct OneEnvelope {
 }
 
 /// `request`, with the object decoded as its kind when the kind came first.
-struct OneRequest((AdmissionRequest, Option<Box<Workload>>));
+struct OneRequest((AdmissionRequest, Option<Box<Workload<'static>>>));
 
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "camelCase")]
@@ -432,7 +432,7 @@ impl<'de> Visitor<'de> for OneRequestVisitor {
 struct WorkloadSeed(WorkloadKind);
 
 impl<'de> DeserializeSeed<'de> for WorkloadSeed {
-    type Value = Option<Workload>;
+    type Value = Option<Workload<'static>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_option(self)
@@ -440,7 +440,7 @@ impl<'de> DeserializeSeed<'de> for WorkloadSeed {
 }
 
 impl<'de> Visitor<'de> for WorkloadSeed {
-    type Value = Option<Workload>;
+    type Value = Option<Workload<'static>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "a {} object or null", self.0)
@@ -641,7 +641,8 @@ mod tests {
     #[test]
     fn one_pass_decodes_the_workload_of_every_captured_review() {
         for file in every_captured() {
-            let review = decode_review(&captured(file)).unwrap();
+            let body = captured(file);
+            let review = decode_review(&body).unwrap();
             let request = decode(&captured(file)).unwrap();
             assert_eq!(review.request.uid, request.uid, "{file}");
             if request.operation == Operation::Delete {
@@ -688,7 +689,8 @@ mod tests {
     fn a_null_object_and_the_old_object_are_read_in_the_one_pass() {
         // A DELETE of a Deployment: `object: null`, `oldObject` the deleted object. The one
         // pass reads it (the two-step path would keep `oldObject` as raw JSON).
-        let review = decode_review(&captured("delete-deployment-validate.json")).unwrap();
+        let body = captured("delete-deployment-validate.json");
+        let review = decode_review(&body).unwrap();
         assert_eq!(review.request.operation, Operation::Delete);
         assert!(review.workload.is_none());
         assert!(review.request.object.is_none());
@@ -698,7 +700,8 @@ mod tests {
             .old_object
             .is_some());
         // An UPDATE: the new object is decoded, the old one skipped.
-        let update = decode_review(&captured("update-deployment-validate.json")).unwrap();
+        let body = captured("update-deployment-validate.json");
+        let update = decode_review(&body).unwrap();
         assert!(update.workload.is_some());
         assert!(update.request.old_object.is_none());
     }

@@ -10,8 +10,8 @@ use crate::policy::{self, Finding, PolicyId};
 use crate::workload::Workload;
 
 /// The workload a review is about, or why it is not evaluated.
-pub(crate) enum Subject {
-    Workload(Box<Workload>),
+pub(crate) enum Subject<'a> {
+    Workload(Box<Workload<'a>>),
     /// Not evaluated (wrong operation, subresource, other kind, excluded namespace).
     Skip,
     /// A known kind whose object cannot be read.
@@ -20,11 +20,11 @@ pub(crate) enum Subject {
 
 /// Decide whether a review is evaluated, and decode its object once (unless `decoded`, from
 /// [`decode_review`](super::review::decode_review), has it already).
-pub(crate) fn subject(
+pub(crate) fn subject<'a>(
     snapshot: &Snapshot,
     request: &AdmissionRequest,
-    decoded: Option<Box<Workload>>,
-) -> Subject {
+    decoded: Option<Box<Workload<'a>>>,
+) -> Subject<'a> {
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
         return Subject::Skip;
     }
@@ -84,20 +84,20 @@ pub fn validate_decoded(
 /// The first half of a review: decided already, or a workload to evaluate.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // made and consumed once per review, never stored
-pub enum Prepared {
+pub enum Prepared<'a> {
     Decided(Decision),
-    Workload(Box<Workload>),
+    Workload(Box<Workload<'a>>),
 }
 
 /// Decide what needs no evaluation (BaselineException reviews, skips, unreadable objects) and
 /// decode the workload of the others once. The server verifies image signatures (I/O) between
 /// [`prepare`] and [`finish`]. `decoded` is the workload of a [`Review`](super::review::Review).
-pub fn prepare(
+pub fn prepare<'a>(
     snapshot: &Snapshot,
     request: &AdmissionRequest,
-    decoded: Option<Box<Workload>>,
+    decoded: Option<Box<Workload<'a>>>,
     now: DateTime<Utc>,
-) -> Prepared {
+) -> Prepared<'a> {
     // Before the DELETE skip of `subject`: deleting an exception is an approver's act too.
     if exceptions::admission::is_exception_review(request) {
         return Prepared::Decided(exceptions::admission::review(snapshot, request, now));

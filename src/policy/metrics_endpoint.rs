@@ -11,7 +11,7 @@ pub(super) fn check(w: &Workload, params: &MetricsEndpoint, out: &mut Findings<'
         return;
     }
     let meta = w.kind.pod_metadata_path();
-    if !w.pod_labels.contains_key(&params.app_label) {
+    if !w.pod_labels.contains_key(params.app_label.as_str()) {
         out.object(
             format!("{meta}.labels.{}", params.app_label),
             format!(

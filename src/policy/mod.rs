@@ -91,7 +91,7 @@ pub struct Finding {
 
 /// Builds findings for one workload, so each policy only says what is wrong.
 pub(crate) struct Findings<'a> {
-    pub workload: &'a Workload,
+    pub workload: &'a Workload<'a>,
     pub policy: PolicyId,
     pub out: &'a mut Vec<Finding>,
 }

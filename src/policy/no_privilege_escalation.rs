@@ -39,7 +39,7 @@ pub(super) fn check(w: &Workload, out: &mut Findings<'_>) {
         .security_context
         .as_ref()
         .and_then(|sc| sc.seccomp_profile.as_ref())
-        .map(|p| p.type_.as_str());
+        .map(|p| &*p.type_);
     if let Some(kind) = pod_seccomp.filter(|k| !allowed_seccomp(k)) {
         out.pod(
             "securityContext.seccompProfile.type",
@@ -78,7 +78,7 @@ pub(super) fn check(w: &Workload, out: &mut Findings<'_>) {
         }
         match sc
             .and_then(|sc| sc.seccomp_profile.as_ref())
-            .map(|p| p.type_.as_str())
+            .map(|p| &*p.type_)
         {
             Some(kind) if !allowed_seccomp(kind) => out.container(
                 c.kind,

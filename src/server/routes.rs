@@ -215,15 +215,18 @@ async fn review(
         // and the review's future (moved into a task per HTTP/2 stream) stays small.
         Poll::Pending => Box::pin(tokio::time::timeout_at(until, reading)).await,
     };
-    let review = match read
-        .map(|read| read.and_then(|bytes| Ok(admission::review::decode_review(&bytes)?)))
-    {
-        Ok(Ok(review)) => review,
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
         Ok(Err(problem)) => return refuse(&state, endpoint, None, problem, started),
         Err(_) => {
             let problem = deadline_exceeded(&deadline, "reading the request body");
             return refuse(&state, endpoint, None, problem, started);
         }
+    };
+    // The workload's strings are slices of `bytes` where they have no escapes.
+    let review = match admission::review::decode_review(&bytes) {
+        Ok(review) => review,
+        Err(error) => return refuse(&state, endpoint, None, error.into(), started),
     };
 
     let Review { request, workload } = review;
@@ -295,7 +298,7 @@ async fn evaluate(
     state: &AppState,
     endpoint: Endpoint,
     request: &AdmissionRequest,
-    decoded: Option<Box<Workload>>,
+    decoded: Option<Box<Workload<'_>>>,
     until: tokio::time::Instant,
 ) -> Result<Decision, OutOfTime> {
     use admission::{mutate, validate};
@@ -325,7 +328,7 @@ async fn signatures(
     state: &AppState,
     snapshot: &admission::Snapshot,
     request: &AdmissionRequest,
-    workload: &crate::workload::Workload,
+    workload: &crate::workload::Workload<'_>,
     until: tokio::time::Instant,
 ) -> Result<crate::signature::SignatureReport, OutOfTime> {
     let namespace = admission::validate::namespace_of(request);

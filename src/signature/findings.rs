@@ -126,7 +126,7 @@ mod tests {
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    fn deployment() -> Workload {
+    fn deployment() -> Workload<'static> {
         Workload::from_json(
             WorkloadKind::Deployment,
             r#"{"metadata":{"name":"web"},"spec":{"selector":{},"template":{"spec":{

@@ -191,7 +191,11 @@ impl Verifier {
 
     /// Verify every image of a workload (each distinct image once, concurrently) and build
     /// the findings and, when `pinDigests` is on, the pinning patch.
-    pub async fn check_workload(&self, workload: &Workload, deadline: Instant) -> SignatureReport {
+    pub async fn check_workload(
+        &self,
+        workload: &Workload<'_>,
+        deadline: Instant,
+    ) -> SignatureReport {
         let containers: Vec<(crate::workload::ContainerKind, usize, String, String)> = workload
             .containers()
             .filter_map(|c| {

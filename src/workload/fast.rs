@@ -8,19 +8,19 @@ use std::collections::BTreeMap;
 use super::pod::{
     Capabilities, Container, ContainerPort, EphemeralContainer, HTTPGetAction,
     HostPathVolumeSource, PodOS, PodSecurityContext, PodSpec, Probe, Quantity, ResourceList,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume,
+    ResourceRequirements, SeccompProfile, SecurityContext, Text, Volume,
 };
 use super::{Workload, WorkloadKind};
 use crate::scan::{fields, Parser, Scan};
 
 /// The object of `kind`, or `None` for `null` (the object of a DELETE).
-pub fn workload(p: &mut Parser<'_>, kind: WorkloadKind) -> Scan<Option<Workload>> {
+pub fn workload<'a>(p: &mut Parser<'a>, kind: WorkloadKind) -> Scan<Option<Workload<'a>>> {
     if p.null()? {
         return Ok(None);
     }
     let mut workload = Workload {
         kind,
-        name: String::new(),
+        name: Text::Borrowed(""),
         namespace: None,
         replicas: None,
         pod_labels: BTreeMap::new(),
@@ -42,10 +42,10 @@ pub fn workload(p: &mut Parser<'_>, kind: WorkloadKind) -> Scan<Option<Workload>
 }
 
 #[derive(Default)]
-struct Meta {
-    name: Option<String>,
-    generate_name: Option<String>,
-    namespace: Option<String>,
+struct Meta<'a> {
+    name: Option<Text<'a>>,
+    generate_name: Option<Text<'a>>,
+    namespace: Option<Text<'a>>,
 }
 
 /// `null` as nothing read, anything else as `read` reads it.
@@ -57,17 +57,17 @@ fn unless_null<'a>(p: &mut Parser<'a>, read: impl FnOnce(&mut Parser<'a>) -> Sca
     }
 }
 
-fn opt_string(p: &mut Parser<'_>, slot: &mut Option<String>) -> Scan<()> {
-    p.option(slot, |p, s| p.owned_string().map(|v| *s = v))
+fn opt_string<'a>(p: &mut Parser<'a>, slot: &mut Option<Text<'a>>) -> Scan<()> {
+    p.option(slot, |p, s| p.string().map(|v| *s = v))
 }
 
 /// A string field whose `null` is the empty string.
-fn nullable_string(p: &mut Parser<'_>, slot: &mut String) -> Scan<()> {
+fn nullable_string<'a>(p: &mut Parser<'a>, slot: &mut Text<'a>) -> Scan<()> {
     if p.null()? {
-        slot.clear();
+        *slot = Text::Borrowed("");
         Ok(())
     } else {
-        p.owned_string().map(|v| *slot = v)
+        p.string().map(|v| *slot = v)
     }
 }
 
@@ -83,29 +83,33 @@ fn opt_i32(p: &mut Parser<'_>, slot: &mut Option<i32>) -> Scan<()> {
     p.option(slot, |p, n| p.i32().map(|v| *n = v))
 }
 
-fn opt_strings(p: &mut Parser<'_>, slot: &mut Option<Vec<String>>) -> Scan<()> {
+fn opt_strings<'a>(p: &mut Parser<'a>, slot: &mut Option<Vec<Text<'a>>>) -> Scan<()> {
     p.option(slot, Parser::strings)
 }
 
-fn opt_quantity(p: &mut Parser<'_>, slot: &mut Option<Quantity>) -> Scan<()> {
-    p.option(slot, |p, q| p.owned_string().map(|v| q.0 = v))
+fn opt_quantity<'a>(p: &mut Parser<'a>, slot: &mut Option<Quantity<'a>>) -> Scan<()> {
+    p.option(slot, |p, q| p.string().map(|v| q.0 = v))
 }
 
 /// A `map[string]string` (labels, annotations), `null` as empty: later duplicates win, as
 /// in serde's map.
-fn string_map(p: &mut Parser<'_>, map: &mut BTreeMap<String, String>) -> Scan<()> {
+fn string_map<'a>(p: &mut Parser<'a>, map: &mut BTreeMap<Text<'a>, Text<'a>>) -> Scan<()> {
     map.clear();
     unless_null(p, |p| {
         p.object(|p, key| {
-            let value = p.owned_string()?;
-            map.insert(key.to_owned(), value);
+            let value = p.string()?;
+            map.insert(Text::Borrowed(key), value);
             Ok(())
         })
     })
 }
 
 /// `metadata`: name, generateName and namespace; for a Pod also its labels and annotations.
-fn metadata(p: &mut Parser<'_>, meta: &mut Meta, pod: Option<&mut Workload>) -> Scan<()> {
+fn metadata<'a>(
+    p: &mut Parser<'a>,
+    meta: &mut Meta<'a>,
+    pod: Option<&mut Workload<'a>>,
+) -> Scan<()> {
     match pod {
         Some(pod) => fields!(p, |p| {
             "name" => opt_string(p, &mut meta.name),
@@ -123,7 +127,7 @@ fn metadata(p: &mut Parser<'_>, meta: &mut Meta, pod: Option<&mut Workload>) -> 
 }
 
 /// The `spec` of the object: down to the pod template for the controllers.
-fn spec(p: &mut Parser<'_>, kind: WorkloadKind, workload: &mut Workload) -> Scan<()> {
+fn spec<'a>(p: &mut Parser<'a>, kind: WorkloadKind, workload: &mut Workload<'a>) -> Scan<()> {
     match kind {
         WorkloadKind::Pod => pod_spec(p, &mut workload.spec),
         WorkloadKind::Deployment
@@ -152,7 +156,7 @@ fn spec(p: &mut Parser<'_>, kind: WorkloadKind, workload: &mut Workload) -> Scan
 }
 
 /// A pod template (or `null`): labels, annotations and spec.
-fn template(p: &mut Parser<'_>, workload: &mut Workload) -> Scan<()> {
+fn template<'a>(p: &mut Parser<'a>, workload: &mut Workload<'a>) -> Scan<()> {
     unless_null(p, |p| {
         fields!(p, |p| {
             "metadata" => unless_null(p, |p| {
@@ -166,7 +170,7 @@ fn template(p: &mut Parser<'_>, workload: &mut Workload) -> Scan<()> {
     })
 }
 
-fn pod_spec(p: &mut Parser<'_>, spec: &mut PodSpec) -> Scan<()> {
+fn pod_spec<'a>(p: &mut Parser<'a>, spec: &mut PodSpec<'a>) -> Scan<()> {
     fields!(p, |p| {
         "containers" => {
             spec.containers.clear();
@@ -182,13 +186,13 @@ fn pod_spec(p: &mut Parser<'_>, spec: &mut PodSpec) -> Scan<()> {
         "hostPID" => opt_bool(p, &mut spec.host_pid),
         "hostIPC" => opt_bool(p, &mut spec.host_ipc),
         "volumes" => p.option(&mut spec.volumes, |p, v| p.vec(v, volume)),
-        "os" => p.option(&mut spec.os, |p, os: &mut PodOS| {
+        "os" => p.option(&mut spec.os, |p, os: &mut PodOS<'a>| {
             fields!(p, |p| { "name" => nullable_string(p, &mut os.name) })
         }),
     })
 }
 
-fn container(p: &mut Parser<'_>, c: &mut Container) -> Scan<()> {
+fn container<'a>(p: &mut Parser<'a>, c: &mut Container<'a>) -> Scan<()> {
     fields!(p, |p| {
         "name" => nullable_string(p, &mut c.name),
         "image" => opt_string(p, &mut c.image),
@@ -200,7 +204,7 @@ fn container(p: &mut Parser<'_>, c: &mut Container) -> Scan<()> {
     })
 }
 
-fn ephemeral_container(p: &mut Parser<'_>, c: &mut EphemeralContainer) -> Scan<()> {
+fn ephemeral_container<'a>(p: &mut Parser<'a>, c: &mut EphemeralContainer<'a>) -> Scan<()> {
     fields!(p, |p| {
         "name" => nullable_string(p, &mut c.name),
         "image" => opt_string(p, &mut c.image),
@@ -208,18 +212,18 @@ fn ephemeral_container(p: &mut Parser<'_>, c: &mut EphemeralContainer) -> Scan<(
     })
 }
 
-fn seccomp_profile(p: &mut Parser<'_>, profile: &mut SeccompProfile) -> Scan<()> {
+fn seccomp_profile<'a>(p: &mut Parser<'a>, profile: &mut SeccompProfile<'a>) -> Scan<()> {
     fields!(p, |p| { "type" => nullable_string(p, &mut profile.type_) })
 }
 
-fn security_context(p: &mut Parser<'_>, sc: &mut SecurityContext) -> Scan<()> {
+fn security_context<'a>(p: &mut Parser<'a>, sc: &mut SecurityContext<'a>) -> Scan<()> {
     fields!(p, |p| {
         "runAsNonRoot" => opt_bool(p, &mut sc.run_as_non_root),
         "runAsUser" => opt_i64(p, &mut sc.run_as_user),
         "readOnlyRootFilesystem" => opt_bool(p, &mut sc.read_only_root_filesystem),
         "allowPrivilegeEscalation" => opt_bool(p, &mut sc.allow_privilege_escalation),
         "privileged" => opt_bool(p, &mut sc.privileged),
-        "capabilities" => p.option(&mut sc.capabilities, |p, caps: &mut Capabilities| {
+        "capabilities" => p.option(&mut sc.capabilities, |p, caps: &mut Capabilities<'a>| {
             fields!(p, |p| {
                 "add" => opt_strings(p, &mut caps.add),
                 "drop" => opt_strings(p, &mut caps.drop),
@@ -229,7 +233,7 @@ fn security_context(p: &mut Parser<'_>, sc: &mut SecurityContext) -> Scan<()> {
     })
 }
 
-fn pod_security_context(p: &mut Parser<'_>, sc: &mut PodSecurityContext) -> Scan<()> {
+fn pod_security_context<'a>(p: &mut Parser<'a>, sc: &mut PodSecurityContext<'a>) -> Scan<()> {
     fields!(p, |p| {
         "runAsNonRoot" => opt_bool(p, &mut sc.run_as_non_root),
         "runAsUser" => opt_i64(p, &mut sc.run_as_user),
@@ -237,7 +241,7 @@ fn pod_security_context(p: &mut Parser<'_>, sc: &mut PodSecurityContext) -> Scan
     })
 }
 
-fn resources(p: &mut Parser<'_>, r: &mut ResourceRequirements) -> Scan<()> {
+fn resources<'a>(p: &mut Parser<'a>, r: &mut ResourceRequirements<'a>) -> Scan<()> {
     fields!(p, |p| {
         "limits" => p.option(&mut r.limits, resource_list),
         "requests" => p.option(&mut r.requests, resource_list),
@@ -246,22 +250,22 @@ fn resources(p: &mut Parser<'_>, r: &mut ResourceRequirements) -> Scan<()> {
 
 /// `cpu` and `memory` of a resource list (serde reads it as a struct, which refuses a
 /// repeated key).
-fn resource_list(p: &mut Parser<'_>, list: &mut ResourceList) -> Scan<()> {
+fn resource_list<'a>(p: &mut Parser<'a>, list: &mut ResourceList<'a>) -> Scan<()> {
     fields!(p, |p| {
         "cpu" => opt_quantity(p, &mut list.cpu),
         "memory" => opt_quantity(p, &mut list.memory),
     })
 }
 
-fn probe(p: &mut Parser<'_>, probe: &mut Probe) -> Scan<()> {
+fn probe<'a>(p: &mut Parser<'a>, probe: &mut Probe<'a>) -> Scan<()> {
     fields!(p, |p| {
-        "httpGet" => p.option(&mut probe.http_get, |p, get: &mut HTTPGetAction| {
+        "httpGet" => p.option(&mut probe.http_get, |p, get: &mut HTTPGetAction<'a>| {
             fields!(p, |p| { "path" => opt_string(p, &mut get.path) })
         }),
     })
 }
 
-fn port(p: &mut Parser<'_>, port: &mut ContainerPort) -> Scan<()> {
+fn port<'a>(p: &mut Parser<'a>, port: &mut ContainerPort<'a>) -> Scan<()> {
     fields!(p, |p| {
         "name" => opt_string(p, &mut port.name),
         "containerPort" => {
@@ -272,10 +276,10 @@ fn port(p: &mut Parser<'_>, port: &mut ContainerPort) -> Scan<()> {
     })
 }
 
-fn volume(p: &mut Parser<'_>, volume: &mut Volume) -> Scan<()> {
+fn volume<'a>(p: &mut Parser<'a>, volume: &mut Volume<'a>) -> Scan<()> {
     fields!(p, |p| {
         "name" => nullable_string(p, &mut volume.name),
-        "hostPath" => p.option(&mut volume.host_path, |p, host: &mut HostPathVolumeSource| {
+        "hostPath" => p.option(&mut volume.host_path, |p, host: &mut HostPathVolumeSource<'a>| {
             fields!(p, |p| { "path" => nullable_string(p, &mut host.path) })
         }),
     })

@@ -5,16 +5,25 @@
 //! of the object: each `env` entry, volume mount, toleration and probe timing becomes a
 //! `String` or a nested struct, allocated and then dropped unread. Here the JSON parser skips
 //! what is not listed without building it, which took the object's decode from the largest
-//! part of a review to a small one (BENCHMARKS.md).
+//! part of a review to a small one (BENCHMARKS.md). The strings it keeps are [`Text`]: in
+//! the webhook, slices of the review's body wherever the JSON string has no escape, so that
+//! reading a container's name, image, quantities and probe paths allocates nothing and
+//! dropping the workload frees nothing but its vectors. Types read by serde (`check`'s YAML,
+//! the fallback decode) own their strings and are `'static`.
 //!
 //! Like k8s-openapi's types, a missing or `null` field is its default and an unknown field is
 //! ignored; a field that is read and has the wrong JSON type is an error. A malformed field
 //! that nothing reads (`env: "x"`) is not: the API server validates the object against its
 //! schema before any webhook sees it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
+
+/// A string of the object: a slice of the review's body when it has no escape (the
+/// webhook's parser), owned otherwise (an escaped string; serde, YAML).
+pub type Text<'a> = Cow<'a, str>;
 
 /// A missing or `null` value as its type's default (k8s-openapi reads required lists so).
 fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -28,102 +37,102 @@ where
 /// `PodSpec`, reduced.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PodSpec {
+pub struct PodSpec<'a> {
     #[serde(default, deserialize_with = "nullable")]
-    pub containers: Vec<Container>,
-    pub init_containers: Option<Vec<Container>>,
-    pub ephemeral_containers: Option<Vec<EphemeralContainer>>,
-    pub security_context: Option<PodSecurityContext>,
-    pub restart_policy: Option<String>,
+    pub containers: Vec<Container<'a>>,
+    pub init_containers: Option<Vec<Container<'a>>>,
+    pub ephemeral_containers: Option<Vec<EphemeralContainer<'a>>>,
+    pub security_context: Option<PodSecurityContext<'a>>,
+    pub restart_policy: Option<Text<'a>>,
     pub host_network: Option<bool>,
     #[serde(rename = "hostPID")]
     pub host_pid: Option<bool>,
     #[serde(rename = "hostIPC")]
     pub host_ipc: Option<bool>,
-    pub volumes: Option<Vec<Volume>>,
-    pub os: Option<PodOS>,
+    pub volumes: Option<Vec<Volume<'a>>>,
+    pub os: Option<PodOS<'a>>,
 }
 
 /// `Container` (app and init containers), reduced.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Container {
+pub struct Container<'a> {
     #[serde(default, deserialize_with = "nullable")]
-    pub name: String,
-    pub image: Option<String>,
-    pub security_context: Option<SecurityContext>,
-    pub resources: Option<ResourceRequirements>,
-    pub liveness_probe: Option<Probe>,
-    pub readiness_probe: Option<Probe>,
-    pub ports: Option<Vec<ContainerPort>>,
+    pub name: Text<'a>,
+    pub image: Option<Text<'a>>,
+    pub security_context: Option<SecurityContext<'a>>,
+    pub resources: Option<ResourceRequirements<'a>>,
+    pub liveness_probe: Option<Probe<'a>>,
+    pub readiness_probe: Option<Probe<'a>>,
+    pub ports: Option<Vec<ContainerPort<'a>>>,
 }
 
 /// `EphemeralContainer`, reduced (no resources, probes or ports: the API server refuses them).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EphemeralContainer {
+pub struct EphemeralContainer<'a> {
     #[serde(default, deserialize_with = "nullable")]
-    pub name: String,
-    pub image: Option<String>,
-    pub security_context: Option<SecurityContext>,
+    pub name: Text<'a>,
+    pub image: Option<Text<'a>>,
+    pub security_context: Option<SecurityContext<'a>>,
 }
 
 /// A container's `securityContext`, reduced.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SecurityContext {
+pub struct SecurityContext<'a> {
     pub run_as_non_root: Option<bool>,
     pub run_as_user: Option<i64>,
     pub read_only_root_filesystem: Option<bool>,
     pub allow_privilege_escalation: Option<bool>,
     pub privileged: Option<bool>,
-    pub capabilities: Option<Capabilities>,
-    pub seccomp_profile: Option<SeccompProfile>,
+    pub capabilities: Option<Capabilities<'a>>,
+    pub seccomp_profile: Option<SeccompProfile<'a>>,
 }
 
 /// The pod's `securityContext`, reduced.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PodSecurityContext {
+pub struct PodSecurityContext<'a> {
     pub run_as_non_root: Option<bool>,
     pub run_as_user: Option<i64>,
-    pub seccomp_profile: Option<SeccompProfile>,
+    pub seccomp_profile: Option<SeccompProfile<'a>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Capabilities {
-    pub add: Option<Vec<String>>,
-    pub drop: Option<Vec<String>>,
+pub struct Capabilities<'a> {
+    pub add: Option<Vec<Text<'a>>>,
+    pub drop: Option<Vec<Text<'a>>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct SeccompProfile {
+pub struct SeccompProfile<'a> {
     #[serde(rename = "type", default, deserialize_with = "nullable")]
-    pub type_: String,
+    pub type_: Text<'a>,
 }
 
 /// A quantity as written (`500m`, `256Mi`); `crate::quantity` reads its value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct Quantity(pub String);
+pub struct Quantity<'a>(pub Text<'a>);
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct ResourceRequirements {
-    pub limits: Option<ResourceList>,
-    pub requests: Option<ResourceList>,
+pub struct ResourceRequirements<'a> {
+    pub limits: Option<ResourceList<'a>>,
+    pub requests: Option<ResourceList<'a>>,
 }
 
 /// `requests` or `limits`, reduced to the two resources the baseline reads: `cpu` and
 /// `memory` (others, such as `ephemeral-storage` or `nvidia.com/gpu`, are skipped). Two
 /// fields instead of a map: no map node and no key strings per container.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct ResourceList {
-    pub cpu: Option<Quantity>,
-    pub memory: Option<Quantity>,
+pub struct ResourceList<'a> {
+    pub cpu: Option<Quantity<'a>>,
+    pub memory: Option<Quantity<'a>>,
 }
 
-impl ResourceList {
+impl<'a> ResourceList<'a> {
     /// The quantity of `cpu` or `memory`; `None` for any other name.
-    pub fn get(&self, name: &str) -> Option<&Quantity> {
+    pub fn get(&self, name: &str) -> Option<&Quantity<'a>> {
         match name {
             "cpu" => self.cpu.as_ref(),
             "memory" => self.memory.as_ref(),
@@ -139,19 +148,19 @@ impl ResourceList {
 /// A probe, reduced to its `httpGet` path.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Probe {
-    pub http_get: Option<HTTPGetAction>,
+pub struct Probe<'a> {
+    pub http_get: Option<HTTPGetAction<'a>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct HTTPGetAction {
-    pub path: Option<String>,
+pub struct HTTPGetAction<'a> {
+    pub path: Option<Text<'a>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerPort {
-    pub name: Option<String>,
+pub struct ContainerPort<'a> {
+    pub name: Option<Text<'a>>,
     #[serde(default, deserialize_with = "nullable")]
     pub container_port: i32,
     pub host_port: Option<i32>,
@@ -160,35 +169,35 @@ pub struct ContainerPort {
 /// A volume, reduced to its name and whether it mounts a path of the node.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Volume {
+pub struct Volume<'a> {
     #[serde(default, deserialize_with = "nullable")]
-    pub name: String,
-    pub host_path: Option<HostPathVolumeSource>,
+    pub name: Text<'a>,
+    pub host_path: Option<HostPathVolumeSource<'a>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct HostPathVolumeSource {
+pub struct HostPathVolumeSource<'a> {
     #[serde(default, deserialize_with = "nullable")]
-    pub path: String,
+    pub path: Text<'a>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct PodOS {
+pub struct PodOS<'a> {
     #[serde(default, deserialize_with = "nullable")]
-    pub name: String,
+    pub name: Text<'a>,
 }
 
 /// `PodTemplateSpec`: the pod's labels and annotations, and its spec.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct PodTemplateSpec {
-    pub metadata: Option<PodTemplateMeta>,
-    pub spec: Option<PodSpec>,
+pub struct PodTemplateSpec<'a> {
+    pub metadata: Option<PodTemplateMeta<'a>>,
+    pub spec: Option<PodSpec<'a>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct PodTemplateMeta {
-    pub labels: Option<BTreeMap<String, String>>,
-    pub annotations: Option<BTreeMap<String, String>>,
+pub struct PodTemplateMeta<'a> {
+    pub labels: Option<BTreeMap<Text<'a>, Text<'a>>>,
+    pub annotations: Option<BTreeMap<Text<'a>, Text<'a>>>,
 }
 
 #[cfg(test)]
@@ -227,7 +236,10 @@ mod tests {
         assert_eq!(ours.host_network, full.host_network);
         assert_eq!(ours.host_pid, full.host_pid);
         assert_eq!(ours.host_ipc, full.host_ipc);
-        assert_eq!(ours.restart_policy, full.restart_policy);
+        assert_eq!(
+            ours.restart_policy.as_deref(),
+            full.restart_policy.as_deref()
+        );
         assert_eq!(ours.os.unwrap().name, full.os.unwrap().name);
         let (psc, fpsc) = (
             ours.security_context.unwrap(),
@@ -249,9 +261,9 @@ mod tests {
 
         let (c, f) = (&ours.containers[0], &full.containers[0]);
         assert_eq!(c.name, f.name);
-        assert_eq!(c.image, f.image);
+        assert_eq!(c.image.as_deref(), f.image.as_deref());
         let (p, fp) = (&c.ports.as_ref().unwrap()[0], &f.ports.as_ref().unwrap()[0]);
-        assert_eq!(p.name, fp.name);
+        assert_eq!(p.name.as_deref(), fp.name.as_deref());
         assert_eq!(p.container_port, fp.container_port);
         assert_eq!(p.host_port, fp.host_port);
         let (r, fr) = (c.resources.as_ref().unwrap(), f.resources.as_ref().unwrap());
@@ -259,7 +271,7 @@ mod tests {
             m.map(|m| {
                 ["cpu", "memory"]
                     .into_iter()
-                    .filter_map(|k| m.get(k).map(|q| (k.to_owned(), q.0.clone())))
+                    .filter_map(|k| m.get(k).map(|q| (k.to_owned(), q.0.to_string())))
                     .collect::<Vec<_>>()
             })
         };
@@ -289,8 +301,11 @@ mod tests {
             full_quantities(fr.requests.as_ref())
         );
         let path = |p: &Option<Probe>| {
-            p.as_ref()
-                .map(|p| p.http_get.as_ref().map(|g| g.path.clone()))
+            p.as_ref().map(|p| {
+                p.http_get
+                    .as_ref()
+                    .map(|g| g.path.as_ref().map(|p| p.to_string()))
+            })
         };
         let full_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
             p.as_ref()
@@ -311,8 +326,12 @@ mod tests {
             s.capabilities.as_ref().unwrap(),
             fs.capabilities.as_ref().unwrap(),
         );
-        assert_eq!(caps.add, fcaps.add);
-        assert_eq!(caps.drop, fcaps.drop);
+        let strings = |v: &Option<Vec<Text>>| {
+            v.as_ref()
+                .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(strings(&caps.add), fcaps.add);
+        assert_eq!(strings(&caps.drop), fcaps.drop);
         assert_eq!(
             s.seccomp_profile.as_ref().unwrap().type_,
             fs.seccomp_profile.as_ref().unwrap().type_
@@ -322,7 +341,7 @@ mod tests {
             &full.ephemeral_containers.unwrap()[0],
         );
         assert_eq!(e.name, fe.name);
-        assert_eq!(e.image, fe.image);
+        assert_eq!(e.image.as_deref(), fe.image.as_deref());
         assert_eq!(
             e.security_context.as_ref().unwrap().privileged,
             fe.security_context.as_ref().unwrap().privileged
