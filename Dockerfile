@@ -7,7 +7,7 @@
 # Stage 1 builds a static binary against musl (rustls + aws-lc-rs, no OpenSSL); stage 2 is
 # distroless "static": no shell, no package manager, non-root user 1000, matching the
 # Deployment's securityContext (runAsUser 1000, readOnlyRootFilesystem).
-FROM rust:1.85-bookworm AS build
+FROM rust:1.91-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools cmake clang \
  && rm -rf /var/lib/apt/lists/* \

@@ -1289,3 +1289,64 @@ fn rules_and_dashboard_use_only_exposed_metric_names() {
         );
     }
 }
+
+/// The image's build stage (`FROM rust:X-bookworm`, then `cargo build --locked`) uses the
+/// toolchain the crate declares (`rust-version`), and that toolchain is new enough for every
+/// dependency in Cargo.lock: otherwise the image build fails on the first one that needs a
+/// newer compiler, on a build host this machine cannot stand in for (no container runtime).
+#[test]
+fn the_dockerfile_builds_with_a_toolchain_every_locked_dependency_accepts() {
+    // `1.91` and `1.91.0` are the same version: compared as three numbers.
+    let version = |text: &str| -> [u64; 3] {
+        let mut parts = [0; 3];
+        for (part, n) in parts.iter_mut().zip(text.split('.')) {
+            *part = n
+                .parse()
+                .unwrap_or_else(|_| panic!("not a version: {text}"));
+        }
+        parts
+    };
+    let manifest = read(root().join("Cargo.toml"));
+    let declared = Regex::new(r#"(?m)^rust-version = "([0-9.]+)""#)
+        .unwrap()
+        .captures(&manifest)
+        .expect("Cargo.toml declares rust-version")[1]
+        .to_owned();
+    let dockerfile = read(root().join("Dockerfile"));
+    let builder = Regex::new(r"(?m)^FROM rust:([0-9.]+)-")
+        .unwrap()
+        .captures(&dockerfile)
+        .expect("the Dockerfile builds FROM rust:<version>-…")[1]
+        .to_owned();
+    assert_eq!(
+        builder, declared,
+        "the Dockerfile's builder image and Cargo.toml's rust-version differ"
+    );
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout).expect("metadata JSON");
+    let too_new: Vec<String> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter_map(|p| {
+            let needs = p["rust_version"].as_str()?;
+            (version(needs) > version(&declared))
+                .then(|| format!("{} {} needs {needs}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(
+        too_new.is_empty(),
+        "rust-version {declared} cannot build: {too_new:#?}"
+    );
+}
