@@ -39,6 +39,7 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use kube_baseline::server::coalesce::Coalesce;
 use kube_baseline::workload::WorkloadKind;
 
 const USAGE: &str = "\
@@ -372,6 +373,15 @@ fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
     (field(14) + field(15)) / ticks_per_second
 }
 
+/// Write syscalls a process has made (`syscw` of `/proc/<pid>/io`).
+fn write_syscalls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|line| line.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Idle and total jiffies of the whole machine (`cpu` line of `/proc/stat`; idle includes
 /// iowait).
 fn machine_jiffies() -> (u64, u64) {
@@ -434,7 +444,9 @@ async fn connect(addr: SocketAddr, config: Arc<ClientConfig>, protocol: Protocol
         .await
         .expect("TLS handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(protocol.alpn()));
-    let io = TokioIo::new(tls);
+    // The client gathers its HTTP/2 requests into shared writes as the server does its answers,
+    // so that its own share of the 2 cores stays small.
+    let io = TokioIo::new(Coalesce::new(tls, protocol == Protocol::H2));
     match protocol {
         Protocol::H2 => {
             let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -683,6 +695,8 @@ struct Run {
     protocol: Protocol,
     closed: Measured,
     cpu_per_1k: f64,
+    /// The server's write syscalls per review (answers, and its log lines in blocks).
+    writes_per_review: f64,
     /// The bench's own CPU (the client) per 1,000 reviews.
     client_cpu_per_1k: f64,
     /// Share of the machine's CPU time left idle during the closed loop.
@@ -734,10 +748,12 @@ impl Bench {
             let conns = Connections::open(child.addr, self.client(protocol), protocol, o).await;
             closed_loop(&conns, &self.reviews, o.warmup, o.concurrency).await;
             let cpu_before = cpu_seconds(child.pid, self.ticks);
+            let writes_before = write_syscalls(child.pid);
             let client_before = cpu_seconds(std::process::id(), self.ticks);
             let machine_before = machine_jiffies();
             let closed = closed_loop(&conns, &self.reviews, o.requests, o.concurrency).await;
             let cpu = cpu_seconds(child.pid, self.ticks) - cpu_before;
+            let writes = write_syscalls(child.pid).saturating_sub(writes_before);
             let client_cpu = cpu_seconds(std::process::id(), self.ticks) - client_before;
             let machine_after = machine_jiffies();
             let machine_idle = (machine_after.0 - machine_before.0) as f64
@@ -756,6 +772,7 @@ impl Bench {
                 flavour,
                 protocol,
                 cpu_per_1k: cpu / closed.latencies.len() as f64 * 1000.0,
+                writes_per_review: writes as f64 / closed.latencies.len() as f64,
                 client_cpu_per_1k: client_cpu / closed.latencies.len() as f64 * 1000.0,
                 machine_idle,
                 closed,
@@ -851,12 +868,12 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
         o.requests, o.warmup, o.concurrency, o.h2_connections, o.concurrency
     );
     println!();
-    println!("| server | protocol | reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU s / 1k reviews | peak RSS MiB | denied | client CPU s / 1k | machine idle |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| server | protocol | reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU s / 1k reviews | writes / review | peak RSS MiB | denied | client CPU s / 1k | machine idle |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for run in runs {
         let c = &run.closed;
         println!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.3} | {} | {:.1}% | {:.3} | {:.0}% |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.3} | {:.2} | {} | {:.1}% | {:.3} | {:.0}% |",
             run.flavour.name(),
             run.protocol.name(),
             c.throughput(),
@@ -865,6 +882,7 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
             ms(c.percentile(99.0)),
             ms(c.percentile(99.9)),
             run.cpu_per_1k,
+            run.writes_per_review,
             mib(run.peak_rss_kib),
             100.0 * c.denied as f64 / c.latencies.len() as f64,
             run.client_cpu_per_1k,
@@ -879,7 +897,7 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
                 let pr =
                     |p: f64| ratio(c.percentile(p).as_secs_f64(), r.percentile(p).as_secs_f64());
                 println!(
-                    "| *ratio to no-op* | {} | {} | {} | {} | {} | {} | {} | {} | | {} | |",
+                    "| *ratio to no-op* | {} | {} | {} | {} | {} | {} | {} | {} | {} | | {} | |",
                     run.protocol.name(),
                     ratio(c.throughput(), r.throughput()),
                     pr(50.0),
@@ -887,6 +905,7 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
                     pr(99.0),
                     pr(99.9),
                     ratio(run.cpu_per_1k, reference.cpu_per_1k),
+                    ratio(run.writes_per_review, reference.writes_per_review),
                     ratio(run.peak_rss_kib as f64, reference.peak_rss_kib as f64),
                     ratio(run.client_cpu_per_1k, reference.client_cpu_per_1k),
                 );

@@ -68,6 +68,47 @@ async fn every_captured_review_gets_its_uid_back_over_http2_negotiated_by_alpn()
     }
 }
 
+/// The server gathers HTTP/2 answers that are ready together into one write
+/// (`server::coalesce`). Reviews in flight together on one connection must still each get
+/// their own answer, whole: the same answer as when sent alone, with their own uid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_in_flight_together_on_one_http2_connection_get_the_answers_they_get_alone() {
+    let ts = TestServer::start().await;
+    // Each captured review's answer when sent alone, over HTTP/1.1.
+    let mut alone = Conn::open(ts.addr(), ts.client(&[b"http/1.1"])).await;
+    let mut expected = Vec::new();
+    for (name, review) in all_captured() {
+        let answer = json(&alone.post_review("/validate", &review).await.body);
+        expected.push((name, review, answer["response"].clone()));
+    }
+    let Conn::H2(sender) = Conn::open(ts.addr(), ts.client(&[b"h2"])).await else {
+        panic!("the server did not choose h2");
+    };
+    let mut in_flight = tokio::task::JoinSet::new();
+    for copy in 0..8 {
+        for (name, review, answer) in &expected {
+            let mut review: serde_json::Value = json(review);
+            let uid = format!("{name}-{copy}");
+            review["request"]["uid"] = uid.clone().into();
+            let mut expected = answer.clone();
+            expected["uid"] = uid.into();
+            let mut conn = Conn::H2(sender.clone());
+            in_flight.spawn(async move {
+                let body = serde_json::to_vec(&review).unwrap();
+                let answer = conn.post_review("/validate", &body).await;
+                (json(&answer.body)["response"].clone(), expected)
+            });
+        }
+    }
+    let mut answered = 0;
+    while let Some(done) = in_flight.join_next().await {
+        let (answer, expected) = done.unwrap();
+        assert_eq!(answer, expected);
+        answered += 1;
+    }
+    assert_eq!(answered, 8 * expected.len());
+}
+
 // ---------------------------------------------------------------- TLS versions, plain HTTP
 
 #[tokio::test]

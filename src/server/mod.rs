@@ -5,6 +5,7 @@
 //! `kube-baseline serve`: a runtime, logging, signals, [`Server::start`], then
 //! [`Server::shutdown`] on SIGTERM or SIGINT.
 
+pub mod coalesce;
 pub mod deadline;
 pub mod json_log;
 pub mod log_writer;

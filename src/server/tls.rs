@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::coalesce::Coalesce;
 use crate::metrics::Metrics;
 
 /// A TLS handshake must finish within this time.
@@ -409,7 +410,10 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+    // HTTP/2 answers that are ready together go out in one write (see `coalesce`).
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(Coalesce::new(tls, h2));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
