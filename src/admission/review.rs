@@ -573,9 +573,92 @@ pub struct AdmissionReviewResponse {
     pub response: AdmissionResponse,
 }
 
+impl AdmissionReviewResponse {
+    /// The answer's JSON, byte for byte as serde_json writes it. Most answers are
+    /// `allowed: true` with nothing but a uid; those are written as three literals around the
+    /// uid (~300 instructions against serde_json's ~3,800, which writes each of its tokens
+    /// with a call of its own). Any other answer goes through serde_json.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let r = &self.response;
+        let plain = r.status.is_none()
+            && r.patch.is_none()
+            && r.patch_type.is_none()
+            && r.warnings.is_empty()
+            && r.audit_annotations.is_empty();
+        // serde_json escapes `"`, `\\` and control characters, nothing else.
+        let uid_needs_no_escape = !r.uid.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+        if plain && uid_needs_no_escape && self.api_version == API_VERSION && self.kind == KIND {
+            const HEAD: &str = concat!(
+                "{\"apiVersion\":\"admission.k8s.io/v1\",",
+                "\"kind\":\"AdmissionReview\",\"response\":{\"uid\":\""
+            );
+            let allowed: &str = if r.allowed {
+                "\",\"allowed\":true}}"
+            } else {
+                "\",\"allowed\":false}}"
+            };
+            let mut out = Vec::with_capacity(HEAD.len() + r.uid.len() + allowed.len());
+            out.extend_from_slice(HEAD.as_bytes());
+            out.extend_from_slice(r.uid.as_bytes());
+            out.extend_from_slice(allowed.as_bytes());
+            return Ok(out);
+        }
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_is_written_as_serde_json_writes_it() {
+        let uids = [
+            "0f4d6a3e-1111-4c2b-9d39-5d2c1f7b8e01",
+            "",
+            "a \"quoted\" uid",
+            "back\\slash",
+            "tab\there",
+            "\u{1}\u{1f}\u{7f}",
+            "ünïcödé ✓",
+        ];
+        let mut answers = Vec::new();
+        for uid in uids {
+            answers.push(AdmissionResponse::allow(uid));
+            answers.push(AdmissionResponse {
+                allowed: false,
+                ..AdmissionResponse::allow(uid)
+            });
+            answers.push(AdmissionResponse::deny(
+                uid,
+                "no \"root\"".into(),
+                Vec::new(),
+            ));
+            answers.push(AdmissionResponse {
+                warnings: vec!["careful".into()],
+                ..AdmissionResponse::allow(uid)
+            });
+            answers.push(AdmissionResponse {
+                patch: Some("W10=".into()),
+                patch_type: Some("JSONPatch".into()),
+                ..AdmissionResponse::allow(uid)
+            });
+            answers.push(AdmissionResponse {
+                audit_annotations: [("k".to_owned(), "v".to_owned())].into(),
+                ..AdmissionResponse::allow(uid)
+            });
+        }
+        for answer in answers {
+            let review = answer.into_review();
+            let written = review.to_json().unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&review).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn decodes_a_captured_review_and_keeps_the_object_raw() {

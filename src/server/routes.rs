@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -59,11 +59,7 @@ async fn noop(state: AppState, headers: HeaderMap, body: Body, busy: Duration) -
     match read.and_then(|bytes| Ok(admission::review::decode_envelope(&bytes)?)) {
         Ok(request) => {
             busy_wait(busy);
-            (
-                StatusCode::OK,
-                Json(admission::AdmissionResponse::allow(request.uid).into_review()),
-            )
-                .into_response()
+            answer(&admission::AdmissionResponse::allow(request.uid).into_review())
         }
         Err(problem) => error_response(&problem),
     }
@@ -243,7 +239,26 @@ async fn review(
         .metrics
         .record_decision(endpoint, &request, &decision, elapsed);
     log_decision(endpoint, &request, &decision, elapsed);
-    (StatusCode::OK, Json(decision.response.into_review())).into_response()
+    answer(&decision.response.into_review())
+}
+
+/// HTTP 200 with the AdmissionReview ([`to_json`](admission::review::AdmissionReviewResponse::to_json):
+/// axum's `Json` writes through an `io::Write` adapter over `BytesMut`, a call per token, which
+/// took ~6,000 instructions for an `allowed: true` answer of 134 bytes).
+fn answer(review: &admission::review::AdmissionReviewResponse) -> Response {
+    match review.to_json() {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        // Serializing strings, booleans and maps does not fail; if it ever did, the API
+        // server applies the webhook's failurePolicy to a 500.
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
 }
 
 fn deadline_exceeded(deadline: &Deadline, during: &str) -> Problem {
