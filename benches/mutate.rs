@@ -58,7 +58,11 @@ fn bench(c: &mut Criterion) {
             let review = decode_review(black_box(&body)).expect("review decodes");
             let decision = mutate_decoded(&snapshot, &review.request, review.workload, now);
             assert!(decision.response.patch.is_some());
-            serde_json::to_vec(&decision.response.into_review()).expect("response encodes")
+            decision
+                .response
+                .into_review()
+                .to_json()
+                .expect("response encodes")
         })
     });
     group.finish();
