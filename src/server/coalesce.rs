@@ -104,7 +104,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::Wake;
+    use std::task::{Wake, Waker};
 
     use super::*;
 
@@ -118,65 +118,88 @@ mod tests {
         }
     }
 
-    fn write(io: &mut Coalesce<Vec<u8>>, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<usize> {
-        Pin::new(io)
-            .poll_write(cx, bytes)
-            .map(|written| written.unwrap())
+    /// A `Coalesce` over a `Vec`, polled by hand with a waker that counts.
+    struct Polled {
+        io: Coalesce<Vec<u8>>,
+        wakes: Arc<Wakes>,
+        waker: Waker,
     }
 
-    fn flush(io: &mut Coalesce<Vec<u8>>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(io).poll_flush(cx).map(|flushed| flushed.unwrap())
+    impl Polled {
+        fn new(enabled: bool) -> Self {
+            let wakes = Arc::new(Wakes::default());
+            Self {
+                io: Coalesce::new(Vec::new(), enabled),
+                waker: Waker::from(wakes.clone()),
+                wakes,
+            }
+        }
+
+        fn write(&mut self, bytes: &[u8]) -> Poll<usize> {
+            let mut cx = Context::from_waker(&self.waker);
+            Pin::new(&mut self.io)
+                .poll_write(&mut cx, bytes)
+                .map(|written| written.unwrap())
+        }
+
+        fn write_vectored(&mut self, bufs: &[&[u8]]) -> Poll<usize> {
+            let mut cx = Context::from_waker(&self.waker);
+            let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+            Pin::new(&mut self.io)
+                .poll_write_vectored(&mut cx, &slices)
+                .map(|written| written.unwrap())
+        }
+
+        fn flush(&mut self) -> Poll<()> {
+            let mut cx = Context::from_waker(&self.waker);
+            Pin::new(&mut self.io)
+                .poll_flush(&mut cx)
+                .map(|flushed| flushed.unwrap())
+        }
+
+        fn wakes(&self) -> usize {
+            self.wakes.0.load(Ordering::SeqCst)
+        }
+
+        fn written(&self) -> &[u8] {
+            &self.io.inner
+        }
     }
 
     #[test]
     fn the_first_write_of_each_flush_yields_once_and_loses_nothing() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = std::task::Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut io = Coalesce::new(Vec::new(), true);
-
+        let mut p = Polled::new(true);
         // The first write yields: nothing written, and the task is woken to come back.
-        assert_eq!(write(&mut io, &mut cx, b"first "), Poll::Pending);
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-        assert!(io.inner.is_empty());
+        assert_eq!(p.write(b"first "), Poll::Pending);
+        assert_eq!(p.wakes(), 1);
+        assert!(p.written().is_empty());
         // Polled again, the writes of this flush go through.
-        assert_eq!(write(&mut io, &mut cx, b"first "), Poll::Ready(6));
-        assert_eq!(write(&mut io, &mut cx, b"second "), Poll::Ready(7));
-        assert_eq!(flush(&mut io, &mut cx), Poll::Ready(()));
+        assert_eq!(p.write(b"first "), Poll::Ready(6));
+        assert_eq!(p.write(b"second "), Poll::Ready(7));
+        assert_eq!(p.flush(), Poll::Ready(()));
         // The next flush yields again, once.
-        assert_eq!(write(&mut io, &mut cx, b"third"), Poll::Pending);
-        assert_eq!(write(&mut io, &mut cx, b"third"), Poll::Ready(5));
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
-        assert_eq!(io.inner, b"first second third");
+        assert_eq!(p.write(b"third"), Poll::Pending);
+        assert_eq!(p.write(b"third"), Poll::Ready(5));
+        assert_eq!(p.wakes(), 2);
+        assert_eq!(p.written(), b"first second third");
     }
 
     #[test]
     fn switched_off_every_write_goes_straight_through() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = std::task::Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut io = Coalesce::new(Vec::new(), false);
-        assert_eq!(write(&mut io, &mut cx, b"one "), Poll::Ready(4));
-        assert_eq!(flush(&mut io, &mut cx), Poll::Ready(()));
-        let vectored = [IoSlice::new(b"two "), IoSlice::new(b"three")];
-        let written = Pin::new(&mut io).poll_write_vectored(&mut cx, &vectored);
-        assert!(matches!(written, Poll::Ready(Ok(9))));
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
-        assert_eq!(io.inner, b"one two three");
+        let mut p = Polled::new(false);
+        assert_eq!(p.write(b"one "), Poll::Ready(4));
+        assert_eq!(p.flush(), Poll::Ready(()));
+        assert_eq!(p.write_vectored(&[b"two ", b"three"]), Poll::Ready(9));
+        assert_eq!(p.wakes(), 0);
+        assert_eq!(p.written(), b"one two three");
     }
 
     #[test]
     fn a_vectored_write_yields_like_a_plain_one() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = std::task::Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut io = Coalesce::new(Vec::new(), true);
-        let vectored = [IoSlice::new(b"a"), IoSlice::new(b"b")];
-        let first = Pin::new(&mut io).poll_write_vectored(&mut cx, &vectored);
-        assert!(first.is_pending());
-        let second = Pin::new(&mut io).poll_write_vectored(&mut cx, &vectored);
-        assert!(matches!(second, Poll::Ready(Ok(2))));
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-        assert_eq!(io.inner, b"ab");
+        let mut p = Polled::new(true);
+        assert_eq!(p.write_vectored(&[b"a", b"b"]), Poll::Pending);
+        assert_eq!(p.write_vectored(&[b"a", b"b"]), Poll::Ready(2));
+        assert_eq!(p.wakes(), 1);
+        assert_eq!(p.written(), b"ab");
     }
 }
