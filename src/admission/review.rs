@@ -576,8 +576,9 @@ pub struct AdmissionReviewResponse {
 impl AdmissionReviewResponse {
     /// The answer's JSON, byte for byte as serde_json writes it. Most answers are
     /// `allowed: true` with nothing but a uid; those are written as three literals around the
-    /// uid (~1,000 instructions with the allocation, against serde_json's ~3,800, which writes each of its tokens
-    /// with a call of its own). Any other answer goes through serde_json.
+    /// uid (~1,000 instructions with the allocation, against serde_json's ~3,800, which
+    /// writes each of its tokens with a call of its own). Any other answer goes through
+    /// serde_json.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let r = &self.response;
         let plain = r.status.is_none()
