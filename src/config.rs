@@ -2,8 +2,10 @@
 //!
 //! The repository's file is embedded in the binary ([`EMBEDDED`]) and is the default.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -799,6 +801,51 @@ pub struct Config {
     pub exceptions: ExceptionSettings,
     #[serde(skip)]
     excluded: Option<GlobSet>,
+    /// Keys this configuration's entries in the per-thread cache of resolved namespaces.
+    #[serde(skip)]
+    generation: Generation,
+}
+
+/// A number no other [`Config`] value has, its clones included: a clone may be changed, so
+/// it gets its own entries in the cache of resolved namespaces.
+#[derive(Debug)]
+struct Generation(u64);
+
+impl Default for Generation {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Clone for Generation {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// What a namespace resolves to under one configuration: whether it is excluded, and the
+/// mode of every policy in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceRules {
+    pub excluded: bool,
+    pub modes: Modes,
+}
+
+/// Namespaces kept per thread before the cache starts again; a cluster has far fewer, and
+/// the API server only sends namespaces that exist.
+const RESOLVED_NAMESPACES: usize = 4096;
+
+/// The namespaces a thread has resolved, under the configuration of `generation`.
+#[derive(Default)]
+struct Resolved {
+    generation: u64,
+    namespaces: HashMap<Box<str>, NamespaceRules>,
+}
+
+thread_local! {
+    /// Per thread, so that a review takes no lock and writes no memory another core reads.
+    static RESOLVED: RefCell<Resolved> = RefCell::new(Resolved::default());
 }
 
 fn globset(patterns: &[String], path: &str, problems: &mut Vec<String>) -> GlobSet {
@@ -851,6 +898,8 @@ impl Config {
 
     /// Check what the types cannot, compile the globs, and return every problem with its path.
     fn validate(&mut self) -> Vec<String> {
+        // The namespaces resolved before were resolved with the globs compiled before.
+        self.generation = Generation::default();
         let mut problems = Vec::new();
         let p = &self.policies;
         if p.resource_limits.exemptable {
@@ -1001,9 +1050,39 @@ impl Config {
 
     /// Excluded namespaces are never evaluated nor mutated.
     pub fn is_excluded(&self, namespace: &str) -> bool {
-        self.excluded
-            .as_ref()
-            .is_some_and(|set| set.is_match(namespace))
+        self.namespace(namespace).excluded
+    }
+
+    /// Whether `namespace` is excluded and the mode of every policy in it. Matching the
+    /// globs takes ~2,000 instructions, a fifth of a compliant review's evaluation (callgrind),
+    /// so each thread keeps what it resolved until the configuration changes.
+    pub fn namespace(&self, namespace: &str) -> NamespaceRules {
+        RESOLVED.with_borrow_mut(|resolved| {
+            if resolved.generation != self.generation.0 {
+                resolved.generation = self.generation.0;
+                resolved.namespaces.clear();
+            }
+            if let Some(rules) = resolved.namespaces.get(namespace) {
+                return *rules;
+            }
+            let rules = self.resolve(namespace);
+            if resolved.namespaces.len() >= RESOLVED_NAMESPACES {
+                resolved.namespaces.clear();
+            }
+            resolved.namespaces.insert(namespace.into(), rules);
+            rules
+        })
+    }
+
+    /// [`Config::namespace`] without the cache.
+    fn resolve(&self, namespace: &str) -> NamespaceRules {
+        NamespaceRules {
+            excluded: self
+                .excluded
+                .as_ref()
+                .is_some_and(|set| set.is_match(namespace)),
+            modes: self.resolve_modes(namespace),
+        }
     }
 
     /// Whether a policy runs anywhere: its mode, or an override, is not `off`.
@@ -1021,9 +1100,13 @@ impl Config {
     }
 
     /// Every policy's mode in a namespace, after overrides: for each policy, the first
-    /// override that names it and matches the namespace, else its own mode. Each override's
-    /// globs are matched at most once, so a review resolves its namespace once.
+    /// override that names it and matches the namespace, else its own mode.
     pub fn modes(&self, namespace: &str) -> Modes {
+        self.namespace(namespace).modes
+    }
+
+    /// [`Config::modes`] without the cache. Each override's globs are matched at most once.
+    fn resolve_modes(&self, namespace: &str) -> Modes {
         let mut modes = PolicyId::ALL.map(|p| self.policies.mode(p));
         let mut overridden = [false; PolicyId::ALL.len()];
         for o in &self.namespace_overrides {
@@ -1138,6 +1221,49 @@ mod tests {
         assert_eq!(c.mode(PolicyId::RunAsNonRoot, "dev-legacy"), Mode::Off);
         assert_eq!(c.mode(PolicyId::HealthProbes, "sandbox"), Mode::Off);
         assert_eq!(c.mode(PolicyId::HealthProbes, "prod"), Mode::Enforce);
+    }
+
+    #[test]
+    fn a_namespace_resolves_under_its_own_configuration_while_another_is_cached_on_the_thread() {
+        let strict = Config::parse(
+            "excludedNamespaces: ['infra-*']\nnamespaceOverrides:\n- namespaces: ['dev-*']\n  policies: {health-probes: warn}\n",
+            "strict",
+        )
+        .unwrap();
+        let lax = Config::parse(
+            "excludedNamespaces: ['dev-*']\nnamespaceOverrides:\n- namespaces: ['*']\n  policies: {health-probes: off}\n",
+            "lax",
+        )
+        .unwrap();
+        // Alternating on one thread: each answer is its own configuration's, cached or not.
+        for _ in 0..3 {
+            for ns in ["dev-shop", "infra-dns", "prod"] {
+                assert_eq!(strict.namespace(ns), strict.resolve(ns), "{ns}");
+                assert_eq!(lax.namespace(ns), lax.resolve(ns), "{ns}");
+            }
+        }
+        assert!(strict.is_excluded("infra-dns") && !strict.is_excluded("dev-shop"));
+        assert!(lax.is_excluded("dev-shop") && !lax.is_excluded("infra-dns"));
+        assert_eq!(strict.mode(PolicyId::HealthProbes, "dev-shop"), Mode::Warn);
+        assert_eq!(lax.mode(PolicyId::HealthProbes, "prod"), Mode::Off);
+        assert_eq!(strict.mode(PolicyId::HealthProbes, "prod"), Mode::Enforce);
+
+        // A clone is changed and compiled again: it does not read the original's entries,
+        // nor, once changed again in place, its own from before.
+        let mut changed = strict.clone();
+        changed.excluded_namespaces = vec!["prod".into()];
+        assert!(changed.validate().is_empty());
+        assert!(changed.is_excluded("prod") && !strict.is_excluded("prod"));
+        changed.excluded_namespaces = vec!["dev-*".into()];
+        assert!(changed.validate().is_empty());
+        assert!(!changed.is_excluded("prod") && changed.is_excluded("dev-shop"));
+
+        // Past the cache's size, every namespace still resolves as without it.
+        for i in 0..RESOLVED_NAMESPACES + 10 {
+            let ns = format!("dev-{i}");
+            assert_eq!(strict.namespace(&ns), strict.resolve(&ns), "{ns}");
+        }
+        assert_eq!(strict.mode(PolicyId::HealthProbes, "dev-0"), Mode::Warn);
     }
 
     #[test]

@@ -19,16 +19,16 @@ pub(super) fn check(w: &Workload, out: &mut Findings<'_>) {
             continue;
         };
         let resources = container.resources.as_ref();
-        let has = |section: &str, name: &str| {
-            resources
-                .and_then(|r| match section {
-                    "requests" => r.requests.as_ref(),
-                    _ => r.limits.as_ref(),
-                })
-                .is_some_and(|m| m.contains_key(name))
-        };
-        let missing: Vec<_> = QUANTITIES.iter().filter(|(s, n)| !has(s, n)).collect();
-        if missing.len() == QUANTITIES.len() {
+        let requests = resources.and_then(|r| r.requests.as_ref());
+        let limits = resources.and_then(|r| r.limits.as_ref());
+        // In the order of QUANTITIES.
+        let set = [
+            requests.is_some_and(|r| r.cpu.is_some()),
+            requests.is_some_and(|r| r.memory.is_some()),
+            limits.is_some_and(|l| l.cpu.is_some()),
+            limits.is_some_and(|l| l.memory.is_some()),
+        ];
+        if !set.contains(&true) {
             out.container(
                 c.kind,
                 c.index,
@@ -39,7 +39,8 @@ pub(super) fn check(w: &Workload, out: &mut Findings<'_>) {
             );
             continue;
         }
-        for (section, name) in missing {
+        let missing = QUANTITIES.iter().zip(set).filter(|(_, set)| !set);
+        for ((section, name), _) in missing {
             out.container(
                 c.kind,
                 c.index,
