@@ -220,12 +220,10 @@ async fn review(
         }
     };
     // The workload's strings are slices of `bytes` where they have no escapes.
-    let review = match admission::review::decode_review(&bytes) {
+    let Review { request, workload } = match admission::review::decode_review(&bytes) {
         Ok(review) => review,
         Err(error) => return refuse(&state, endpoint, None, error.into(), started),
     };
-
-    let Review { request, workload } = review;
     let decision = match evaluate(&state, endpoint, &request, workload, until).await {
         Ok(decision) => decision,
         Err(OutOfTime) => {
@@ -319,21 +317,23 @@ async fn evaluate(
     use admission::{mutate, validate};
     let snapshot = state.snapshot.load_full();
     let now = chrono::Utc::now();
+    // Only the workload's box is kept across the signature check, not the `Prepared` it came
+    // in (as wide as a `Decision`), which ends with this block: the review's future is
+    // smaller by that much.
+    let workload = {
+        let prepared = match endpoint {
+            Endpoint::Validate => validate::prepare(&snapshot, request, decoded, now),
+            Endpoint::Mutate => mutate::prepare(&snapshot, request, decoded),
+        };
+        match prepared {
+            validate::Prepared::Decided(decision) => return Ok(decision),
+            validate::Prepared::Workload(workload) => workload,
+        }
+    };
+    let report = signatures(state, &snapshot, request, &workload, until).await?;
     Ok(match endpoint {
-        Endpoint::Validate => match validate::prepare(&snapshot, request, decoded, now) {
-            validate::Prepared::Decided(decision) => decision,
-            validate::Prepared::Workload(workload) => {
-                let report = signatures(state, &snapshot, request, &workload, until).await?;
-                validate::finish(&snapshot, request, &workload, report.findings, now)
-            }
-        },
-        Endpoint::Mutate => match mutate::prepare(&snapshot, request, decoded) {
-            validate::Prepared::Decided(decision) => decision,
-            validate::Prepared::Workload(workload) => {
-                let report = signatures(state, &snapshot, request, &workload, until).await?;
-                mutate::finish(&snapshot, request, &workload, report.patch, now)
-            }
-        },
+        Endpoint::Validate => validate::finish(&snapshot, request, &workload, report.findings, now),
+        Endpoint::Mutate => mutate::finish(&snapshot, request, &workload, report.patch, now),
     })
 }
 
