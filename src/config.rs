@@ -785,6 +785,10 @@ fn default_excluded_namespaces() -> Vec<String> {
 }
 
 /// The whole of `policies/baseline.yaml`.
+///
+/// Once parsed, it is only read. Its globs are compiled when it is parsed, and what a
+/// namespace resolves to is then kept per thread ([`Config::namespace`]). Neither sees a
+/// field changed in place afterwards: to change a configuration, parse the changed text.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
