@@ -139,10 +139,6 @@ impl<'a> ResourceList<'a> {
             _ => None,
         }
     }
-
-    pub fn contains_key(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
 }
 
 /// A probe, reduced to its `httpGet` path.
