@@ -12,8 +12,10 @@
 //! (`--rounds`, 5 by default), the no-op then kube-baseline in fresh processes, for the
 //! median of their throughput ratios. `--calibrate NS` adds pairs of the plain no-op and the
 //! no-op busy-waiting NS nanoseconds per review (`serve --reference-busy-ns`): what that much
-//! work per review costs in this bench's ratio. The reviews are a fixed mix of Deployments
-//! and Pods built from `tests/data`, 10% of them violating.
+//! work per review costs in this bench's ratio. Last, `--interleave N` runs both servers at
+//! once and alternates the closed loop between them in short slices, so that the machine's
+//! drift falls on both alike (see [`Bench::interleaved`]). The reviews are a fixed mix of
+//! Deployments and Pods built from `tests/data`, 10% of them violating.
 //!
 //! The server writes its JSON logs (one decision line per review) to a pipe that a thread of
 //! the bench drains, as a container runtime would.
@@ -46,6 +48,7 @@ const USAGE: &str = "\
 cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
                             [--pace-us N] [--rounds N] [--calibrate NS[,NS...]]
+                            [--interleave N] [--slice N]
                             [--exceptions N] [--only h2|h1] [--dump-mix DIR]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
@@ -73,6 +76,10 @@ struct Options {
     /// Busy-waits (nanoseconds per review) of the no-op to compare with the plain no-op in
     /// closed-loop pairs, `rounds` each: what that much work per review costs in this bench.
     calibrate: Vec<u64>,
+    /// Slices of the closed loop per server in the interleaved run (0: no interleaved run).
+    interleave: usize,
+    /// Reviews per slice of the interleaved run.
+    slice: usize,
     /// Exceptions written for the memory run.
     exceptions: usize,
     protocols: Vec<Protocol>,
@@ -93,6 +100,8 @@ impl Default for Options {
             pace: Duration::ZERO,
             rounds: 5,
             calibrate: Vec::new(),
+            interleave: 20,
+            slice: 2_000,
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
             dump_mix: None,
@@ -120,6 +129,8 @@ fn options() -> Options {
             "--client-threads" => o.client_threads = number(value(&arg)),
             "--pace-us" => o.pace = Duration::from_micros(number(value(&arg)) as u64),
             "--rounds" => o.rounds = number(value(&arg)),
+            "--interleave" => o.interleave = number(value(&arg)),
+            "--slice" => o.slice = number(value(&arg)),
             "--exceptions" => o.exceptions = number(value(&arg)),
             "--calibrate" => {
                 o.calibrate = value(&arg)
@@ -154,7 +165,9 @@ fn options() -> Options {
             _ => {}
         }
     }
-    assert!(o.concurrency > 0 && o.h2_connections > 0 && o.requests > 0 && o.rounds > 0);
+    assert!(
+        o.concurrency > 0 && o.h2_connections > 0 && o.requests > 0 && o.rounds > 0 && o.slice > 0
+    );
     o
 }
 
@@ -784,6 +797,75 @@ impl Bench {
     }
 }
 
+/// The interleaved run of one protocol ([`Bench::interleaved`]).
+struct Interleaved {
+    protocol: Protocol,
+    /// Throughput (reviews/s) of each slice: (no-op, kube-baseline), one pair per round.
+    pairs: Vec<(f64, f64)>,
+    /// Reviews and time in all slices of each server: no-op, kube-baseline.
+    totals: [(usize, Duration); 2],
+    /// Server CPU seconds per 1,000 reviews over all its slices: no-op, kube-baseline.
+    cpu_per_1k: [f64; 2],
+}
+
+impl Interleaved {
+    fn throughput(&self, server: usize) -> f64 {
+        let (reviews, time) = self.totals[server];
+        reviews as f64 / time.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+impl Bench {
+    /// Both servers up at once, and the closed loop alternating between them: `interleave`
+    /// rounds of one slice of `slice` reviews on each, in the order no-op, kube-baseline,
+    /// then kube-baseline, no-op (so that a drift during a round falls on both alike).
+    ///
+    /// The fresh-process pairs of [`Bench::run`] are a few seconds apart, and this shared
+    /// machine's speed moves by ±30% over seconds; here the two servers take turns every few
+    /// tens of milliseconds. The server not being driven is idle (its workers parked); each
+    /// slice starts with caches the other server has just used, the same for both.
+    fn interleaved(&self, protocol: Protocol) -> Interleaved {
+        let o = &self.options;
+        let children = [
+            spawn(&self.bin, &self.certs, Flavour::Noop, &[]),
+            spawn(&self.bin, &self.certs, Flavour::Webhook, &[]),
+        ];
+        self.runtime.block_on(async {
+            let mut conns = Vec::with_capacity(2);
+            for child in &children {
+                let c = Connections::open(child.addr, self.client(protocol), protocol, o).await;
+                closed_loop(&c, &self.reviews, o.warmup, o.concurrency).await;
+                conns.push(c);
+            }
+            let cpu_before = children.each_ref().map(|c| cpu_seconds(c.pid, self.ticks));
+            let mut pairs = Vec::with_capacity(o.interleave);
+            let mut totals = [(0, Duration::ZERO); 2];
+            for round in 0..o.interleave {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                let mut throughput = [0.0; 2];
+                for server in order {
+                    let m =
+                        closed_loop(&conns[server], &self.reviews, o.slice, o.concurrency).await;
+                    throughput[server] = m.throughput();
+                    totals[server].0 += m.latencies.len();
+                    totals[server].1 += m.elapsed;
+                }
+                pairs.push((throughput[0], throughput[1]));
+            }
+            let cpu_per_1k = [0, 1].map(|server| {
+                let cpu = cpu_seconds(children[server].pid, self.ticks) - cpu_before[server];
+                cpu / totals[server].0.max(1) as f64 * 1000.0
+            });
+            Interleaved {
+                protocol,
+                pairs,
+                totals,
+                cpu_per_1k,
+            }
+        })
+    }
+}
+
 impl Run {
     fn summary(&self) -> String {
         let mut line = format!(
@@ -836,6 +918,44 @@ fn print_rounds(rounds: &[(Protocol, Vec<f64>)]) {
     println!();
     for (protocol, ratios) in rounds {
         println!("- {}: {}", protocol.name(), ratios_and_median(ratios));
+    }
+}
+
+/// The interleaved runs: pooled throughputs and their ratio, the spread of the rounds'
+/// ratios, and the CPU per review.
+fn print_interleaved(o: &Options, runs: &[Interleaved]) {
+    if runs.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Interleaved: both servers up at once, the closed loop alternating between them in \
+         slices of {} reviews (no-op first in even rounds, kube-baseline first in odd ones), \
+         {} slices each:",
+        o.slice, o.interleave
+    );
+    println!();
+    println!("| protocol | no-op reviews/s | kube-baseline reviews/s | throughput ratio | rounds' ratios: min / quartiles / max | server CPU µs / review (no-op / kube-baseline) | CPU ratio |");
+    println!("|---|---:|---:|---:|---|---|---:|");
+    for run in runs {
+        let mut ratios: Vec<f64> = run.pairs.iter().map(|(noop, kb)| kb / noop).collect();
+        ratios.sort_by(f64::total_cmp);
+        let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "| {} | {:.0} | {:.0} | {} | ×{:.2} / ×{:.2}, ×{:.2}, ×{:.2} / ×{:.2} | {:.1} / {:.1} | {} |",
+            run.protocol.name(),
+            run.throughput(0),
+            run.throughput(1),
+            ratio(run.throughput(1), run.throughput(0)),
+            at(0.0),
+            at(0.25),
+            at(0.5),
+            at(0.75),
+            at(1.0),
+            run.cpu_per_1k[0] * 1000.0,
+            run.cpu_per_1k[1] * 1000.0,
+            ratio(run.cpu_per_1k[1], run.cpu_per_1k[0]),
+        );
     }
 }
 
@@ -1155,9 +1275,19 @@ fn main() {
             calibration.push((protocol, ns, ratios));
         }
     }
+    let interleaved: Vec<Interleaved> = if options.interleave == 0 {
+        Vec::new()
+    } else {
+        options
+            .protocols
+            .iter()
+            .map(|&protocol| bench.interleaved(protocol))
+            .collect()
+    };
     let exceptions = exceptions_run(&bench, scratch.path());
     print_tables(&options, &runs, &exceptions);
     print_rounds(&rounds);
+    print_interleaved(&options, &interleaved);
     print_calibration(&calibration);
     println!();
     println!(
