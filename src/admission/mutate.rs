@@ -19,9 +19,9 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use serde_json::{json, Map, Value};
 
 use super::review::{AdmissionRequest, AdmissionResponse, Operation};
-use super::validate::{namespace_of, subject, Prepared, Subject};
+use super::validate::{rules_of, subject, Prepared, Subject};
 use super::{Decision, Snapshot, Verdict};
-use crate::config::{Config, Defaults, Mode};
+use crate::config::{Config, Defaults, Mode, Modes, NamespaceRules};
 use crate::policy::PolicyId;
 use crate::workload::pod::{Container, SecurityContext};
 use crate::workload::{ContainerKind, ContainerRef, Workload, WorkloadKind};
@@ -45,20 +45,24 @@ pub fn mutate_decoded(
     decoded: Option<Box<Workload>>,
     now: DateTime<Utc>,
 ) -> Decision {
-    match prepare(snapshot, request, decoded) {
+    let rules = rules_of(snapshot, request);
+    match prepare(request, &rules, decoded) {
         Prepared::Decided(decision) => decision,
-        Prepared::Workload(workload) => finish(snapshot, request, &workload, Vec::new(), now),
+        Prepared::Workload(workload) => {
+            finish(snapshot, request, &rules, &workload, Vec::new(), now)
+        }
     }
 }
 
 /// Decide what needs no defaults and decode the workload of the others once. The server
-/// verifies image signatures (I/O) between [`prepare`] and [`finish`].
+/// verifies image signatures (I/O) between [`prepare`] and [`finish`]. `rules` are the
+/// review's namespace's ([`rules_of`]).
 pub fn prepare<'a>(
-    snapshot: &Snapshot,
     request: &AdmissionRequest,
+    rules: &NamespaceRules,
     decoded: Option<Box<Workload<'a>>>,
 ) -> Prepared<'a> {
-    let workload = match subject(snapshot, request, decoded) {
+    let workload = match subject(request, rules, decoded) {
         Subject::Workload(w) => w,
         Subject::Skip => return Prepared::Decided(Decision::skipped(&request.uid)),
         Subject::Invalid(reason) => {
@@ -84,12 +88,12 @@ pub fn prepare<'a>(
 pub fn finish(
     snapshot: &Snapshot,
     request: &AdmissionRequest,
+    rules: &NamespaceRules,
     workload: &Workload,
     pins: Vec<PatchOperation>,
     _now: DateTime<Utc>,
 ) -> Decision {
-    let namespace = namespace_of(request);
-    let (mut ops, mut mutations) = Defaulter::new(&snapshot.config, namespace, workload).run();
+    let (mut ops, mut mutations) = Defaulter::new(&snapshot.config, &rules.modes, workload).run();
     if !pins.is_empty() {
         ops.extend(pins);
         mutations.push(PolicyId::ImageSignature);
@@ -161,8 +165,7 @@ fn pointer<'t>(base: &PointerBuf, tokens: impl IntoIterator<Item = &'t str>) -> 
 }
 
 impl<'a> Defaulter<'a> {
-    fn new(config: &'a Config, namespace: &str, workload: &'a Workload) -> Self {
-        let modes = config.modes(namespace);
+    fn new(config: &'a Config, modes: &Modes, workload: &'a Workload) -> Self {
         let on = DEFAULTABLE.map(|p| modes.get(p) != Mode::Off);
         let linux = workload
             .spec

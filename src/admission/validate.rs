@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::review::{AdmissionRequest, AdmissionResponse, Operation};
 use super::{message, Action, Decision, Outcome, Snapshot, Verdict};
-use crate::config::{Mode, Modes};
+use crate::config::{Mode, Modes, NamespaceRules};
 use crate::exceptions::{self, index, Exception};
 use crate::policy::{self, Finding, PolicyId};
 use crate::workload::Workload;
@@ -19,10 +19,11 @@ pub(crate) enum Subject<'a> {
 }
 
 /// Decide whether a review is evaluated, and decode its object once (unless `decoded`, from
-/// [`decode_review`](super::review::decode_review), has it already).
+/// [`decode_review`](super::review::decode_review), has it already). `rules` are the review's
+/// namespace's ([`rules_of`]).
 pub(crate) fn subject<'a>(
-    snapshot: &Snapshot,
     request: &AdmissionRequest,
+    rules: &NamespaceRules,
     decoded: Option<Box<Workload<'a>>>,
 ) -> Subject<'a> {
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
@@ -38,7 +39,7 @@ pub(crate) fn subject<'a>(
     let Some(kind) = request.workload_kind() else {
         return Subject::Skip;
     };
-    if snapshot.config.is_excluded(namespace_of(request)) {
+    if rules.excluded {
         return Subject::Skip;
     }
     if let Some(workload) = decoded {
@@ -61,6 +62,12 @@ pub fn namespace_of(request: &AdmissionRequest) -> &str {
         .unwrap_or("default")
 }
 
+/// Whether the review's namespace is excluded and the policies' modes in it: looked up once
+/// per review and handed to [`prepare`], the signature check and [`finish`].
+pub fn rules_of(snapshot: &Snapshot, request: &AdmissionRequest) -> NamespaceRules {
+    snapshot.config.namespace(namespace_of(request))
+}
+
 /// Evaluate a review against the snapshot at time `now`.
 pub fn validate(snapshot: &Snapshot, request: &AdmissionRequest, now: DateTime<Utc>) -> Decision {
     validate_decoded(snapshot, request, None, now)
@@ -75,9 +82,12 @@ pub fn validate_decoded(
     decoded: Option<Box<Workload>>,
     now: DateTime<Utc>,
 ) -> Decision {
-    match prepare(snapshot, request, decoded, now) {
+    let rules = rules_of(snapshot, request);
+    match prepare(snapshot, request, &rules, decoded, now) {
         Prepared::Decided(decision) => decision,
-        Prepared::Workload(workload) => finish(snapshot, request, &workload, Vec::new(), now),
+        Prepared::Workload(workload) => {
+            finish(snapshot, request, &rules, &workload, Vec::new(), now)
+        }
     }
 }
 
@@ -91,10 +101,12 @@ pub enum Prepared<'a> {
 
 /// Decide what needs no evaluation (BaselineException reviews, skips, unreadable objects) and
 /// decode the workload of the others once. The server verifies image signatures (I/O) between
-/// [`prepare`] and [`finish`]. `decoded` is the workload of a [`Review`](super::review::Review).
+/// [`prepare`] and [`finish`]. `decoded` is the workload of a [`Review`](super::review::Review);
+/// `rules` are its namespace's ([`rules_of`]).
 pub fn prepare<'a>(
     snapshot: &Snapshot,
     request: &AdmissionRequest,
+    rules: &NamespaceRules,
     decoded: Option<Box<Workload<'a>>>,
     now: DateTime<Utc>,
 ) -> Prepared<'a> {
@@ -102,7 +114,7 @@ pub fn prepare<'a>(
     if exceptions::admission::is_exception_review(request) {
         return Prepared::Decided(exceptions::admission::review(snapshot, request, now));
     }
-    match subject(snapshot, request, decoded) {
+    match subject(request, rules, decoded) {
         Subject::Workload(w) => Prepared::Workload(w),
         Subject::Skip => Prepared::Decided(Decision::skipped(&request.uid)),
         Subject::Invalid(reason) => Prepared::Decided(Decision::of(
@@ -116,21 +128,21 @@ pub fn prepare<'a>(
 pub fn finish(
     snapshot: &Snapshot,
     request: &AdmissionRequest,
+    rules: &NamespaceRules,
     workload: &Workload,
     signature_findings: Vec<Finding>,
     now: DateTime<Utc>,
 ) -> Decision {
     let namespace = namespace_of(request);
-    // The namespace's modes, resolved once for the policies and the decision.
-    let modes = snapshot.config.modes(namespace);
-    let mut findings = policy::evaluate(&snapshot.config, workload, &modes);
+    let modes = &rules.modes;
+    let mut findings = policy::evaluate(&snapshot.config, workload, modes);
     findings.extend(signature_findings);
     decide(
         snapshot,
         &request.uid,
         workload,
         namespace,
-        &modes,
+        modes,
         findings,
         now,
     )

@@ -320,20 +320,26 @@ async fn evaluate(
     // Only the workload's box is kept across the signature check, not the `Prepared` it came
     // in (as wide as a `Decision`), which ends with this block: the review's future is
     // smaller by that much.
+    // The namespace's exclusion and modes, looked up once for the whole review.
+    let rules = validate::rules_of(&snapshot, request);
     let workload = {
         let prepared = match endpoint {
-            Endpoint::Validate => validate::prepare(&snapshot, request, decoded, now),
-            Endpoint::Mutate => mutate::prepare(&snapshot, request, decoded),
+            Endpoint::Validate => validate::prepare(&snapshot, request, &rules, decoded, now),
+            Endpoint::Mutate => mutate::prepare(request, &rules, decoded),
         };
         match prepared {
             validate::Prepared::Decided(decision) => return Ok(decision),
             validate::Prepared::Workload(workload) => workload,
         }
     };
-    let report = signatures(state, &snapshot, request, &workload, until).await?;
+    let report = signatures(state, &rules, &workload, until).await?;
     Ok(match endpoint {
-        Endpoint::Validate => validate::finish(&snapshot, request, &workload, report.findings, now),
-        Endpoint::Mutate => mutate::finish(&snapshot, request, &workload, report.patch, now),
+        Endpoint::Validate => {
+            validate::finish(&snapshot, request, &rules, &workload, report.findings, now)
+        }
+        Endpoint::Mutate => {
+            mutate::finish(&snapshot, request, &rules, &workload, report.patch, now)
+        }
     })
 }
 
@@ -341,17 +347,13 @@ async fn evaluate(
 /// calls (usually a cache hit) that must end before the review's deadline.
 async fn signatures(
     state: &AppState,
-    snapshot: &admission::Snapshot,
-    request: &AdmissionRequest,
+    rules: &crate::config::NamespaceRules,
     workload: &crate::workload::Workload<'_>,
     until: tokio::time::Instant,
 ) -> Result<crate::signature::SignatureReport, OutOfTime> {
-    let namespace = admission::validate::namespace_of(request);
     match &state.verifier {
         Some(verifier)
-            if snapshot
-                .config
-                .mode(crate::policy::PolicyId::ImageSignature, namespace)
+            if rules.modes.get(crate::policy::PolicyId::ImageSignature)
                 != crate::config::Mode::Off =>
         {
             let deadline = until
