@@ -4,16 +4,23 @@
 //!
 //! Every review logs one decision line. Written in place, that is a syscall per review under
 //! stdout's lock; handed to a thread through a channel, it is a futex wake per review instead.
-//! Here a line is appended to a shared buffer under a mutex; only the first line after the
-//! writer went to sleep wakes it, and the writer waits [`BATCH_INTERVAL`] after each write so
-//! that lines accumulate: at most a few hundred writes a second whatever the review rate,
+//! Here a line is appended to a buffer of the logging thread's own (its shard), under a
+//! mutex that only the writer thread also takes, once per batch. A buffer shared by the
+//! worker threads had its lock and its last cache lines move from core to core with every
+//! line, which cost more than formatting the line (BENCHMARKS.md). Only the first line after
+//! the writer went to sleep wakes it, and the writer waits [`BATCH_INTERVAL`] after each write
+//! so that lines accumulate: at most a few hundred batches a second whatever the review rate,
 //! and a line reaches stdout within milliseconds.
 //!
-//! Nothing is dropped: past [`MAX_PENDING`] bytes (stdout is not being read fast enough) the
-//! logging task writes the batch itself, waiting as it would have on the pipe. Lines keep
-//! their order. [`LogGuard`] writes out what is pending when dropped.
+//! Nothing is dropped: past [`MAX_PENDING`] bytes in a shard (stdout is not being read fast
+//! enough) the logging thread writes the batch itself, waiting as it would have on the pipe.
+//! Each thread's lines keep their order; lines of different threads logged within the same
+//! batch (a few milliseconds) are written shard after shard. [`LogGuard`] writes out what is
+//! pending when dropped.
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::sync::atomic::{self, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,19 +28,34 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// How long the writer lets lines accumulate after a write.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(2);
-/// Bytes pending before the logging task writes them itself.
+/// Bytes pending in one thread's shard before that thread writes the batch itself.
 pub const MAX_PENDING: usize = 1024 * 1024;
 
+/// One thread's pending lines, on cache lines of its own (128 bytes: two lines, as the
+/// adjacent-line prefetcher fetches them in pairs).
+#[repr(align(128))]
 #[derive(Default)]
-struct Pending {
-    bytes: Vec<u8>,
-    /// The writer thread waits for a line.
-    writer_waiting: bool,
+struct Shard {
+    bytes: Mutex<Vec<u8>>,
+    /// Its thread has exited: dropped from the writer's list once empty.
+    orphan: AtomicBool,
+}
+
+/// The writer thread's state, under [`Shared::state`].
+#[derive(Default)]
+struct State {
     closed: bool,
 }
 
 struct Shared {
-    pending: Mutex<Pending>,
+    /// Tells this writer's shards from another's in a thread's [`SHARDS`].
+    id: u64,
+    /// Every thread's shard that has logged here.
+    shards: Mutex<Vec<Arc<Shard>>>,
+    /// The writer thread is about to wait or waits for a line. Read by every line, written
+    /// only when the writer goes to sleep and by the line that wakes it.
+    writer_waiting: AtomicBool,
+    state: Mutex<State>,
     wake: Condvar,
     /// Held while a batch is taken and written, so that batches reach `out` in order.
     out: Mutex<Output>,
@@ -41,10 +63,10 @@ struct Shared {
 
 struct Output {
     writer: Box<dyn Write + Send>,
-    /// The buffer of the batch written last, emptied: it becomes the next pending buffer,
-    /// so that the lines of each batch go into a buffer already grown to a batch's size
-    /// instead of one grown again from nothing.
-    spare: Vec<u8>,
+    /// Emptied buffers of the batch written last: they become shards' next buffers, so that
+    /// lines go into a buffer already grown to a batch's size instead of one grown again
+    /// from nothing.
+    spare: Vec<Vec<u8>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,23 +76,99 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Writers' ids, for [`Shared::id`].
+static NEXT_WRITER: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's shard in one writer; marks it orphan when the thread exits.
+struct ShardHandle {
+    writer: u64,
+    shard: Arc<Shard>,
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        self.shard.orphan.store(true, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// This thread's shard in each writer it has logged to: one in `serve`.
+    static SHARDS: RefCell<Vec<ShardHandle>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Shared {
-    /// Take everything pending and write it.
+    /// Runs `f` on this thread's shard, registered on its first line.
+    fn with_shard<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
+        let mut f = Some(f);
+        let done = SHARDS.try_with(|handles| {
+            let mut handles = handles.borrow_mut();
+            if let Some(handle) = handles.iter().find(|h| h.writer == self.id) {
+                return (f.take().expect("called once"))(&handle.shard);
+            }
+            // Writers that are gone (tests start several): their shards go with them.
+            handles.retain(|h| Arc::strong_count(&h.shard) > 1);
+            let shard = self.register();
+            let result = (f.take().expect("called once"))(&shard);
+            handles.push(ShardHandle {
+                writer: self.id,
+                shard,
+            });
+            result
+        });
+        match done {
+            Ok(result) => result,
+            // A line logged while the thread's locals are being destroyed: a shard of its own,
+            // orphan from the start, written out with the next batch.
+            Err(_) => {
+                let shard = self.register();
+                let result = (f.take().expect("not called yet"))(&shard);
+                shard.orphan.store(true, Ordering::Release);
+                result
+            }
+        }
+    }
+
+    fn register(&self) -> Arc<Shard> {
+        let shard = Arc::new(Shard::default());
+        lock(&self.shards).push(shard.clone());
+        shard
+    }
+
+    /// Take everything pending in every shard and write it.
     fn write_pending(&self) {
         let mut out = lock(&self.out);
-        let mut batch = std::mem::take(&mut out.spare);
-        std::mem::swap(&mut lock(&self.pending).bytes, &mut batch);
-        if !batch.is_empty() {
-            // A failing stdout has nowhere to report to; the lines are lost, as with
-            // tracing's own writer.
-            let _ = out.writer.write_all(&batch);
-            let _ = out.writer.flush();
+        let shards: Vec<Arc<Shard>> = lock(&self.shards).clone();
+        let mut orphans = false;
+        for shard in &shards {
+            // Read before taking the bytes: an orphan's last line is then taken too.
+            orphans |= shard.orphan.load(Ordering::Acquire);
+            let mut batch = out.spare.pop().unwrap_or_default();
+            std::mem::swap(&mut *lock(&shard.bytes), &mut batch);
+            if !batch.is_empty() {
+                // A failing stdout has nowhere to report to; the lines are lost, as with
+                // tracing's own writer.
+                let _ = out.writer.write_all(&batch);
+            }
+            batch.clear();
+            // A burst may have grown it past the usual batch: not kept then.
+            if batch.capacity() <= MAX_PENDING {
+                out.spare.push(batch);
+            }
         }
-        batch.clear();
-        // A burst may have grown it past the usual batch: not kept then.
-        if batch.capacity() <= MAX_PENDING {
-            out.spare = batch;
+        let _ = out.writer.flush();
+        out.spare.truncate(shards.len());
+        if orphans {
+            lock(&self.shards).retain(|shard| {
+                !shard.orphan.load(Ordering::Acquire) || !lock(&shard.bytes).is_empty()
+            });
         }
+    }
+
+    /// Whether any shard holds a line.
+    fn any_pending(&self) -> bool {
+        lock(&self.shards)
+            .iter()
+            .any(|shard| !lock(&shard.bytes).is_empty())
     }
 }
 
@@ -102,7 +200,10 @@ impl LogWriter {
     /// Start the writer thread on `out` (stdout for `serve`).
     pub fn spawn(out: impl Write + Send + 'static) -> std::io::Result<(LogWriter, LogGuard)> {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending::default()),
+            id: NEXT_WRITER.fetch_add(1, Ordering::Relaxed),
+            shards: Mutex::new(Vec::new()),
+            writer_waiting: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
             wake: Condvar::new(),
             out: Mutex::new(Output {
                 writer: Box::new(out),
@@ -127,14 +228,21 @@ impl LogWriter {
     }
 
     fn push(&self, line: &[u8]) {
-        let mut pending = lock(&self.shared.pending);
-        pending.bytes.extend_from_slice(line);
-        if pending.writer_waiting {
-            pending.writer_waiting = false;
+        let full = self.shared.with_shard(|shard| {
+            let mut bytes = lock(&shard.bytes);
+            bytes.extend_from_slice(line);
+            bytes.len() >= MAX_PENDING
+        });
+        // Pairs with the fence in `write_batches`: either the writer sees this line before it
+        // sleeps, or this sees that it sleeps.
+        atomic::fence(Ordering::SeqCst);
+        if self.shared.writer_waiting.load(Ordering::Relaxed)
+            && self.shared.writer_waiting.swap(false, Ordering::AcqRel)
+        {
+            // Under the state lock: the writer is then waiting, not about to.
+            let _state = lock(&self.shared.state);
             self.shared.wake.notify_one();
         }
-        let full = pending.bytes.len() >= MAX_PENDING;
-        drop(pending);
         if full {
             self.shared.write_pending();
         }
@@ -144,16 +252,21 @@ impl LogWriter {
 fn write_batches(shared: &Shared) {
     loop {
         {
-            let mut pending = lock(&shared.pending);
-            while pending.bytes.is_empty() && !pending.closed {
-                pending.writer_waiting = true;
-                pending = shared
+            let mut state = lock(&shared.state);
+            loop {
+                if state.closed {
+                    return;
+                }
+                shared.writer_waiting.store(true, Ordering::Relaxed);
+                atomic::fence(Ordering::SeqCst);
+                if shared.any_pending() {
+                    shared.writer_waiting.store(false, Ordering::Relaxed);
+                    break;
+                }
+                state = shared
                     .wake
-                    .wait(pending)
+                    .wait(state)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            if pending.closed {
-                return;
             }
         }
         shared.write_pending();
@@ -164,8 +277,8 @@ fn write_batches(shared: &Shared) {
 impl Drop for LogGuard {
     fn drop(&mut self) {
         {
-            let mut pending = lock(&self.shared.pending);
-            pending.closed = true;
+            let mut state = lock(&self.shared.state);
+            state.closed = true;
             self.shared.wake.notify_one();
         }
         self.shared.write_pending();
@@ -254,6 +367,45 @@ mod tests {
                 .collect();
             assert_eq!(own, (0..1000).collect::<Vec<_>>(), "thread {t}");
         }
+    }
+
+    #[test]
+    fn the_lines_of_a_thread_that_exited_are_written_and_its_shard_let_go() {
+        let out = Sink::default();
+        let (writer, guard) = LogWriter::spawn(out.clone()).unwrap();
+        writer.write_line(b"from the test thread\n");
+        for t in 0..3 {
+            let writer = writer.clone();
+            std::thread::spawn(move || writer.write_line(format!("from thread {t}\n").as_bytes()))
+                .join()
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // The test thread's shard stays; the three others go once written out.
+        while lock(&writer.shared.shards).len() > 1 || out.text().lines().count() < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shards left: {}, written: {:?}",
+                lock(&writer.shared.shards).len(),
+                out.text()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        writer.write_line(b"last\n");
+        drop(guard);
+        let text = out.text();
+        let mut lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.pop(), Some("last"), "{text}");
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "from the test thread",
+                "from thread 0",
+                "from thread 1",
+                "from thread 2"
+            ]
+        );
     }
 
     #[test]
