@@ -12,8 +12,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+mod sharded;
+pub use sharded::{ShardedCounter, ShardedGauge, ShardedHistogram};
 
 use crate::admission::review::Operation;
 use crate::admission::{AdmissionRequest, Decision, Verdict};
@@ -111,17 +113,18 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+fn duration_histogram() -> ShardedHistogram {
+    ShardedHistogram::new(&DURATION_BUCKETS)
 }
 
-/// The serving and admission families. Cheap to update from any task (atomics).
+/// The serving and admission families. Cheap to update from any task (atomics). The series
+/// every review updates (requests, duration, in flight) are [`sharded`] per thread.
 #[derive(Debug)]
 pub struct Metrics {
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Family<RequestLabels, ShardedCounter>,
     pub errors: Family<ErrorLabels, Counter>,
-    pub duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
-    pub in_flight: Gauge,
+    pub duration: Family<EndpointLabels, ShardedHistogram, fn() -> ShardedHistogram>,
+    pub in_flight: ShardedGauge,
     pub tls_handshake_failures: Counter,
     pub certificate_expiry: Gauge,
     pub certificate_reloads: Family<ResultLabels, Counter>,
@@ -132,9 +135,9 @@ pub struct Metrics {
     /// Handles on the `requests` series of the workload kinds, made on first use: a review
     /// counts itself with one atomic add instead of hashing its labels into the family's map
     /// under its lock.
-    request_series: Box<[OnceLock<Counter>]>,
+    request_series: Box<[OnceLock<ShardedCounter>]>,
     /// Handles on the `duration` histogram of each endpoint.
-    duration_series: [Histogram; 2],
+    duration_series: [ShardedHistogram; 2],
 }
 
 const OPERATIONS: [Operation; 4] = [
@@ -175,7 +178,7 @@ impl Metrics {
     /// Create the families and register them into `registry`. Other parts register theirs
     /// into the same registry before it is frozen into the server's state.
     pub fn new(registry: &mut Registry) -> Self {
-        let duration: Family<EndpointLabels, Histogram, fn() -> Histogram> =
+        let duration: Family<EndpointLabels, ShardedHistogram, fn() -> ShardedHistogram> =
             Family::new_with_constructor(duration_histogram);
         let duration_series = [Endpoint::Validate, Endpoint::Mutate].map(|endpoint| {
             duration
@@ -190,7 +193,7 @@ impl Metrics {
             duration,
             request_series: (0..REQUEST_SERIES).map(|_| OnceLock::new()).collect(),
             duration_series,
-            in_flight: Gauge::default(),
+            in_flight: ShardedGauge::default(),
             tls_handshake_failures: Counter::default(),
             certificate_expiry: Gauge::default(),
             certificate_reloads: Family::default(),
@@ -419,7 +422,7 @@ pub fn encode(registry: &Registry) -> String {
 
 /// Increments the in-flight gauge for as long as it lives.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a Gauge);
+pub struct InFlight<'a>(&'a ShardedGauge);
 
 impl<'a> InFlight<'a> {
     pub fn start(metrics: &'a Metrics) -> Self {
