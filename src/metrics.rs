@@ -113,6 +113,9 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
+// `ShardedHistogram::new` takes at most this many bounds.
+const _: () = assert!(DURATION_BUCKETS.len() < sharded::MAX_BUCKETS);
+
 fn duration_histogram() -> ShardedHistogram {
     ShardedHistogram::new(&DURATION_BUCKETS)
 }

@@ -118,14 +118,18 @@ impl gauge::Atomic<i64> for ShardedI64 {
 /// A gauge moved twice per review.
 pub type ShardedGauge = Gauge<i64, ShardedI64>;
 
-/// One thread's part of a [`ShardedHistogram`].
+/// Buckets a [`ShardedHistogram`] can have, `+Inf` included.
+pub const MAX_BUCKETS: usize = 24;
+
+/// One thread's part of a [`ShardedHistogram`]. The buckets are inline: in an allocation of
+/// their own, one shard's would share a cache line with the next shard's.
 #[repr(align(128))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct HistogramShard {
     /// The sum of the observations, as `f64` bits.
     sum: AtomicU64,
-    /// Observations per bucket (not cumulative), the last one `+Inf`'s.
-    buckets: Box<[AtomicU64]>,
+    /// Observations per bucket (not cumulative), as many as the histogram's bounds.
+    buckets: [AtomicU64; MAX_BUCKETS],
 }
 
 /// A histogram with classic buckets, observed once per review. Clones share the series.
@@ -143,14 +147,16 @@ struct HistogramInner {
 
 impl ShardedHistogram {
     /// Buckets with these upper bounds (increasing), and `+Inf`.
+    ///
+    /// # Panics
+    ///
+    /// With more than `MAX_BUCKETS - 1` bounds: the histograms are made at start-up from
+    /// constants.
     pub fn new(bounds: &[f64]) -> Self {
+        assert!(bounds.len() < MAX_BUCKETS, "too many histogram buckets");
         let bounds: Box<[f64]> = bounds.iter().copied().chain([f64::INFINITY]).collect();
-        let shards = (0..SHARDS)
-            .map(|_| HistogramShard {
-                sum: AtomicU64::new(0f64.to_bits()),
-                buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            })
-            .collect();
+        // A zero sum is all zero bits.
+        let shards = (0..SHARDS).map(|_| HistogramShard::default()).collect();
         Self {
             inner: Arc::new(HistogramInner { bounds, shards }),
         }
@@ -179,7 +185,7 @@ impl ShardedHistogram {
         let mut sum = 0.0;
         for shard in &*inner.shards {
             sum += f64::from_bits(shard.sum.load(Ordering::Relaxed));
-            for (total, count) in buckets.iter_mut().zip(&*shard.buckets) {
+            for (total, count) in buckets.iter_mut().zip(&shard.buckets) {
                 total.1 += count.load(Ordering::Relaxed);
             }
         }
