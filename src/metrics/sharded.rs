@@ -2,9 +2,11 @@
 //!
 //! Every review counts itself, observes its duration and moves the in-flight gauge. With one
 //! atomic per series (and prometheus-client's histogram behind a lock), each of those writes
-//! moved a cache line from the other worker's core, which cost more than the arithmetic
-//! (BENCHMARKS.md). Here a series holds [`SHARDS`] copies, each on its own 128 bytes; a thread
-//! always writes the same one, and a scrape adds them up.
+//! moves a cache line from the other worker's core: from two threads at once, an observation
+//! took 17.2 ns against 7.6 ns sharded and an increment 12.3 against 2.8 ns, on two vCPUs
+//! (`cargo bench --bench metrics`), and one lock per series serializes every worker on a
+//! machine with more cores. Here a series holds [`SHARDS`] copies, each on its own 128 bytes;
+//! a thread always writes the same one, and a scrape adds them up.
 //!
 //! A scrape reads the shards one after the other while reviews go on, as it would read
 //! separate series: each value is one that the series held or passed through during the

@@ -5,9 +5,10 @@
 //! Every review logs one decision line. Written in place, that is a syscall per review under
 //! stdout's lock; handed to a thread through a channel, it is a futex wake per review instead.
 //! Here a line is appended to a buffer of the logging thread's own (its shard), under a
-//! mutex that only the writer thread also takes, once per batch. A buffer shared by the
-//! worker threads had its lock and its last cache lines move from core to core with every
-//! line, which cost more than formatting the line (BENCHMARKS.md). Only the first line after
+//! mutex that only the writer thread also takes, once per batch. With one buffer shared by
+//! the worker threads, its lock and its last cache lines moved from core to core with every
+//! line: ~10 ns a line on the two vCPUs where it was measured, one lock serializing every
+//! worker on a machine with more cores (BENCHMARKS.md). Only the first line after
 //! the writer went to sleep wakes it, and the writer waits [`BATCH_INTERVAL`] after each write
 //! so that lines accumulate: at most a few hundred batches a second whatever the review rate,
 //! and a line reaches stdout within milliseconds.

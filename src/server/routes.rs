@@ -317,11 +317,11 @@ async fn evaluate(
     use admission::{mutate, validate};
     let snapshot = state.snapshot.load_full();
     let now = chrono::Utc::now();
+    // The namespace's exclusion and modes, looked up once for the whole review.
+    let rules = validate::rules_of(&snapshot, request);
     // Only the workload's box is kept across the signature check, not the `Prepared` it came
     // in (as wide as a `Decision`), which ends with this block: the review's future is
     // smaller by that much.
-    // The namespace's exclusion and modes, looked up once for the whole review.
-    let rules = validate::rules_of(&snapshot, request);
     let workload = {
         let prepared = match endpoint {
             Endpoint::Validate => validate::prepare(&snapshot, request, &rules, decoded, now),
