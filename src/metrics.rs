@@ -121,7 +121,8 @@ fn duration_histogram() -> ShardedHistogram {
 }
 
 /// The serving and admission families. Cheap to update from any task (atomics). The series
-/// every review updates (requests, duration, in flight) are [`sharded`] per thread.
+/// every review updates (requests, duration, in flight) are kept per thread
+/// ([`ShardedCounter`], [`ShardedHistogram`], [`ShardedGauge`]).
 #[derive(Debug)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, ShardedCounter>,
