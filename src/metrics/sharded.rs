@@ -11,7 +11,8 @@
 //! A scrape reads the shards one after the other while reviews go on, as it would read
 //! separate series: each value is one that the series held or passed through during the
 //! scrape. A histogram's `_count` is the sum of its buckets, so the two always agree; its
-//! `_sum` may include an observation or two that its buckets do not yet.
+//! `_sum` may lack an observation or two that its buckets already count (a bucket is
+//! counted before the sum grows).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
