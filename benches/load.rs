@@ -804,8 +804,8 @@ struct Interleaved {
     pairs: Vec<(f64, f64)>,
     /// Reviews and time in all slices of each server: no-op, kube-baseline.
     totals: [(usize, Duration); 2],
-    /// Server CPU seconds per 1,000 reviews over all its slices: no-op, kube-baseline.
-    cpu_per_1k: [f64; 2],
+    /// Server CPU µs per review over all its slices: no-op, kube-baseline.
+    cpu_us: [f64; 2],
 }
 
 impl Interleaved {
@@ -852,15 +852,15 @@ impl Bench {
                 }
                 pairs.push((throughput[0], throughput[1]));
             }
-            let cpu_per_1k = [0, 1].map(|server| {
+            let cpu_us = [0, 1].map(|server| {
                 let cpu = cpu_seconds(children[server].pid, self.ticks) - cpu_before[server];
-                cpu / totals[server].0.max(1) as f64 * 1000.0
+                cpu * 1e6 / totals[server].0.max(1) as f64
             });
             Interleaved {
                 protocol,
                 pairs,
                 totals,
-                cpu_per_1k,
+                cpu_us,
             }
         })
     }
@@ -952,9 +952,9 @@ fn print_interleaved(o: &Options, runs: &[Interleaved]) {
             at(0.5),
             at(0.75),
             at(1.0),
-            run.cpu_per_1k[0] * 1000.0,
-            run.cpu_per_1k[1] * 1000.0,
-            ratio(run.cpu_per_1k[1], run.cpu_per_1k[0]),
+            run.cpu_us[0],
+            run.cpu_us[1],
+            ratio(run.cpu_us[1], run.cpu_us[0]),
         );
     }
 }

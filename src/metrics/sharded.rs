@@ -43,58 +43,51 @@ fn shard() -> usize {
     SHARD.try_with(|shard| *shard).unwrap_or(0)
 }
 
-/// The atomic of a [`ShardedCounter`].
+/// One atomic per shard: the atomic of a [`ShardedCounter`] (`Sharded<AtomicU64>`) or of a
+/// [`ShardedGauge`] (`Sharded<AtomicI64>`).
 #[derive(Debug, Default)]
-pub struct ShardedU64([Padded<AtomicU64>; SHARDS]);
+pub struct Sharded<A>([Padded<A>; SHARDS]);
 
-impl ShardedU64 {
-    fn sum(&self) -> u64 {
-        self.0
-            .iter()
-            .fold(0u64, |sum, v| sum.wrapping_add(v.0.load(Ordering::Relaxed)))
+impl<A> Sharded<A> {
+    /// This thread's atomic.
+    fn mine(&self) -> &A {
+        &self.0[shard()].0
+    }
+
+    fn each(&self) -> impl Iterator<Item = &A> {
+        self.0.iter().map(|padded| &padded.0)
     }
 }
 
 /// `inc` and `inc_by` return this thread's shard's previous value, not the series'.
-impl counter::Atomic<u64> for ShardedU64 {
+impl counter::Atomic<u64> for Sharded<AtomicU64> {
     fn inc(&self) -> u64 {
         self.inc_by(1)
     }
 
     fn inc_by(&self, v: u64) -> u64 {
-        self.0[shard()].0.fetch_add(v, Ordering::Relaxed)
+        self.mine().fetch_add(v, Ordering::Relaxed)
     }
 
     fn get(&self) -> u64 {
-        self.sum()
+        self.each()
+            .fold(0, |sum, v| sum.wrapping_add(v.load(Ordering::Relaxed)))
     }
 }
 
 /// A counter series updated once per review.
-pub type ShardedCounter = Counter<u64, ShardedU64>;
-
-/// The atomic of a [`ShardedGauge`].
-#[derive(Debug, Default)]
-pub struct ShardedI64([Padded<AtomicI64>; SHARDS]);
-
-impl ShardedI64 {
-    fn sum(&self) -> i64 {
-        self.0
-            .iter()
-            .fold(0i64, |sum, v| sum.wrapping_add(v.0.load(Ordering::Relaxed)))
-    }
-}
+pub type ShardedCounter = Counter<u64, Sharded<AtomicU64>>;
 
 /// A thread may raise it and another lower it (a review's task moves between workers): only
 /// the sum means anything. `inc`, `dec` and the others return this thread's shard's previous
 /// value; `set` is for a gauge nobody moves at the same time.
-impl gauge::Atomic<i64> for ShardedI64 {
+impl gauge::Atomic<i64> for Sharded<AtomicI64> {
     fn inc(&self) -> i64 {
         self.inc_by(1)
     }
 
     fn inc_by(&self, v: i64) -> i64 {
-        self.0[shard()].0.fetch_add(v, Ordering::Relaxed)
+        self.mine().fetch_add(v, Ordering::Relaxed)
     }
 
     fn dec(&self) -> i64 {
@@ -102,24 +95,25 @@ impl gauge::Atomic<i64> for ShardedI64 {
     }
 
     fn dec_by(&self, v: i64) -> i64 {
-        self.0[shard()].0.fetch_sub(v, Ordering::Relaxed)
+        self.mine().fetch_sub(v, Ordering::Relaxed)
     }
 
     fn set(&self, v: i64) -> i64 {
-        let previous = self.sum();
-        for (i, value) in self.0.iter().enumerate() {
-            value.0.store(if i == 0 { v } else { 0 }, Ordering::Relaxed);
+        let previous = self.get();
+        for (i, value) in self.each().enumerate() {
+            value.store(if i == 0 { v } else { 0 }, Ordering::Relaxed);
         }
         previous
     }
 
     fn get(&self) -> i64 {
-        self.sum()
+        self.each()
+            .fold(0, |sum, v| sum.wrapping_add(v.load(Ordering::Relaxed)))
     }
 }
 
 /// A gauge moved twice per review.
-pub type ShardedGauge = Gauge<i64, ShardedI64>;
+pub type ShardedGauge = Gauge<i64, Sharded<AtomicI64>>;
 
 /// Buckets a [`ShardedHistogram`] can have, `+Inf` included.
 pub const MAX_BUCKETS: usize = 24;
