@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
             assert!(decision.response.patch.is_some());
             decision
                 .response
-                .into_review()
+                .review()
                 .to_json()
                 .expect("response encodes")
         })

@@ -79,10 +79,7 @@ fn plain_end(bytes: &[u8], mut from: usize) -> usize {
         let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
-        let word = u64::from_le_bytes(chunk);
-        let found = zero_bytes(word ^ splat(b'"'))
-            | zero_bytes(word ^ splat(b'\\'))
-            | bytes_below(word, 0x20);
+        let found = special_bytes(u64::from_le_bytes(chunk));
         if found != 0 {
             return from + (found.trailing_zeros() / 8) as usize;
         }
@@ -92,6 +89,32 @@ fn plain_end(bytes: &[u8], mut from: usize) -> usize {
         from += 1;
     }
     from
+}
+
+/// The flags of the bytes of `word` that [`is_special`]: none when none is, the lowest exact.
+#[inline(always)]
+const fn special_bytes(word: u64) -> u64 {
+    zero_bytes(word ^ splat(b'"')) | zero_bytes(word ^ splat(b'\\')) | bytes_below(word, 0x20)
+}
+
+/// Whether any byte of `bytes` [`is_special`]: must be escaped in a JSON string. Eight bytes
+/// at a time, the last eight overlapping the word before them; the log line and the answer
+/// check each of the request's strings they write (uids, names, users), mostly short and
+/// plain.
+pub(crate) fn has_special(bytes: &[u8]) -> bool {
+    let word = |chunk: &[u8]| <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+    if bytes.len() < 8 {
+        return bytes.iter().any(|&byte| is_special(byte));
+    }
+    let mut found = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        found |= special_bytes(word(chunk));
+    }
+    if !chunks.remainder().is_empty() {
+        found |= special_bytes(word(&bytes[bytes.len() - 8..]));
+    }
+    found != 0
 }
 
 fn hex_digit(byte: u8) -> Scan<u16> {
@@ -538,8 +561,8 @@ impl<'a> Parser<'a> {
     }
 
     /// An array of strings, as `String`s or as slices of the text where they have no escapes.
-    pub fn strings<T: From<Cow<'a, str>>>(&mut self, out: &mut Vec<T>) -> Scan<()> {
-        self.array(|p| p.string().map(|s| out.push(s.into())))
+    pub fn strings<T: From<Cow<'a, str>>>(&mut self, out: &mut impl Extend<T>) -> Scan<()> {
+        self.array(|p| p.string().map(|s| out.extend([s.into()])))
     }
 }
 
@@ -615,6 +638,22 @@ mod tests {
                         }
                     }
                     assert_eq!(plain_end(&bytes, 0), at, "{special:#x} at {at} of {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn has_special_finds_a_quote_backslash_or_control_byte_anywhere() {
+        for len in 0..40 {
+            let plain = "a".repeat(len);
+            assert!(!has_special(plain.as_bytes()), "{plain:?}");
+            assert!(!has_special("é\u{7f}~ ".repeat(len).as_bytes()));
+            for at in 0..len {
+                for special in [b'"', b'\\', b'\n', 0, 0x1f] {
+                    let mut bytes = plain.clone().into_bytes();
+                    bytes[at] = special;
+                    assert!(has_special(&bytes), "{special:#x} at {at} of {len}");
                 }
             }
         }

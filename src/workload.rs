@@ -4,11 +4,10 @@
 //! of the pod template (`spec`, `spec.template.spec`, `spec.jobTemplate.spec.template.spec`).
 
 pub(crate) mod fast;
+mod few;
 pub mod pod;
 
-use std::collections::BTreeMap;
-
-use pod::{PodSpec, PodTemplateSpec, Text};
+use pod::{PodSpec, PodTemplateSpec, Text, TextMap};
 
 use serde::{Deserialize, Deserializer};
 
@@ -163,8 +162,8 @@ pub struct Workload<'a> {
     /// `spec.replicas` for kinds that have it (`None` when unset: HPA-managed).
     pub replicas: Option<i32>,
     /// Labels and annotations of the pod (template).
-    pub pod_labels: BTreeMap<Text<'a>, Text<'a>>,
-    pub pod_annotations: BTreeMap<Text<'a>, Text<'a>>,
+    pub pod_labels: TextMap<'a>,
+    pub pod_annotations: TextMap<'a>,
     pub spec: PodSpec<'a>,
 }
 
@@ -192,8 +191,8 @@ struct PodMeta {
     name: Option<Text<'static>>,
     generate_name: Option<Text<'static>>,
     namespace: Option<Text<'static>>,
-    labels: Option<BTreeMap<Text<'static>, Text<'static>>>,
-    annotations: Option<BTreeMap<Text<'static>, Text<'static>>>,
+    labels: Option<TextMap<'static>>,
+    annotations: Option<TextMap<'static>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,49 +312,17 @@ impl Workload<'_> {
     }
 
     /// Every container of the pod spec with its kind and index, in the order a user reads them.
-    pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'_>> {
-        let init = self
-            .spec
-            .init_containers
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, c)| ContainerRef {
-                kind: ContainerKind::Init,
-                index: i,
-                name: &c.name,
-                image: c.image.as_deref(),
-                security_context: c.security_context.as_ref(),
-                container: Some(c),
-            });
-        let app = self
-            .spec
-            .containers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ContainerRef {
-                kind: ContainerKind::App,
-                index: i,
-                name: &c.name,
-                image: c.image.as_deref(),
-                security_context: c.security_context.as_ref(),
-                container: Some(c),
-            });
-        let ephemeral = self
-            .spec
-            .ephemeral_containers
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, c)| ContainerRef {
-                kind: ContainerKind::Ephemeral,
-                index: i,
-                name: &c.name,
-                image: c.image.as_deref(),
-                security_context: c.security_context.as_ref(),
-                container: None,
-            });
-        init.chain(app).chain(ephemeral)
+    pub fn containers(&self) -> Containers<'_> {
+        Containers {
+            init: self.spec.init_containers.as_deref().unwrap_or_default(),
+            app: &self.spec.containers,
+            ephemeral: self
+                .spec
+                .ephemeral_containers
+                .as_deref()
+                .unwrap_or_default(),
+            next: 0,
+        }
     }
 
     /// `spec.template.spec.containers[0]` and the like.
@@ -395,9 +362,99 @@ pub struct ContainerRef<'a> {
     pub container: Option<&'a pod::Container<'a>>,
 }
 
+/// The iterator of [`Workload::containers`]: init, app, then ephemeral containers. One index
+/// over the three lists; the policies walk them once each per review, and the chain of three
+/// flattened, enumerated lists it replaces took several times the instructions per container.
+#[derive(Debug, Clone)]
+pub struct Containers<'a> {
+    init: &'a [pod::Container<'a>],
+    app: &'a [pod::Container<'a>],
+    ephemeral: &'a [pod::EphemeralContainer<'a>],
+    next: usize,
+}
+
+impl<'a> Iterator for Containers<'a> {
+    type Item = ContainerRef<'a>;
+
+    fn next(&mut self) -> Option<ContainerRef<'a>> {
+        let at = self.next;
+        self.next += 1;
+        let of = |kind, index, c: &'a pod::Container<'a>| ContainerRef {
+            kind,
+            index,
+            name: &c.name,
+            image: c.image.as_deref(),
+            security_context: c.security_context.as_ref(),
+            container: Some(c),
+        };
+        if let Some(c) = self.init.get(at) {
+            return Some(of(ContainerKind::Init, at, c));
+        }
+        let at = at - self.init.len();
+        if let Some(c) = self.app.get(at) {
+            return Some(of(ContainerKind::App, at, c));
+        }
+        let at = at - self.app.len();
+        match self.ephemeral.get(at) {
+            Some(c) => Some(ContainerRef {
+                kind: ContainerKind::Ephemeral,
+                index: at,
+                name: &c.name,
+                image: c.image.as_deref(),
+                security_context: c.security_context.as_ref(),
+                container: None,
+            }),
+            None => {
+                // Stay past the end.
+                self.next = at_end(self);
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = at_end(self).saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+fn at_end(c: &Containers<'_>) -> usize {
+    c.init.len() + c.app.len() + c.ephemeral.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_come_init_then_app_then_ephemeral_with_their_indices() {
+        let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{
+            "initContainers":[{"name":"i0"},{"name":"i1","securityContext":{"privileged":true}}],
+            "containers":[{"name":"a0","image":"app:1"},{"name":"a1"}],
+            "ephemeralContainers":[{"name":"e0","image":"busybox"}]}}"#;
+        let w = Workload::from_json(WorkloadKind::Pod, json).unwrap();
+        let mut containers = w.containers();
+        assert_eq!(containers.size_hint(), (5, Some(5)));
+        let seen: Vec<_> = containers
+            .by_ref()
+            .map(|c| (c.kind, c.index, c.name, c.image, c.container.is_some()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (ContainerKind::Init, 0, "i0", None, true),
+                (ContainerKind::Init, 1, "i1", None, true),
+                (ContainerKind::App, 0, "a0", Some("app:1"), true),
+                (ContainerKind::App, 1, "a1", None, true),
+                (ContainerKind::Ephemeral, 0, "e0", Some("busybox"), false),
+            ]
+        );
+        assert!(w.containers().nth(1).unwrap().security_context.is_some());
+        assert!(containers.next().is_none(), "stays at its end");
+        assert_eq!(containers.size_hint(), (0, Some(0)));
+        let bare = Workload::from_json(WorkloadKind::Pod, r#"{"spec":{}}"#).unwrap();
+        assert_eq!(bare.containers().count(), 0);
+    }
 
     #[test]
     fn cronjob_reaches_the_pod_spec_through_the_job_template() {

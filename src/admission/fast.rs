@@ -122,7 +122,7 @@ fn request<'a>(
             // keeps the object raw.
             Object::Workload => {
                 let kind = workload_kind_of(&kind).ok_or(Bail)?;
-                workload = crate::workload::fast::workload(p, kind)?.map(Box::new);
+                workload = crate::workload::fast::workload(p, kind)?;
                 Ok(())
             }
         },
@@ -248,8 +248,11 @@ mod tests {
         let review = decode_review_fast(body).unwrap().unwrap();
         let workload = review.workload.unwrap();
         assert_eq!(workload.name, "p😀");
-        assert_eq!(workload.pod_labels["a"], "2");
-        assert_eq!(workload.pod_annotations["x"], "<tag>\n");
+        assert_eq!(workload.pod_labels.get("a").map(|v| &**v), Some("2"));
+        assert_eq!(
+            workload.pod_annotations.get("x").map(|v| &**v),
+            Some("<tag>\n")
+        );
         assert_eq!(review.request.user_info.groups, ["a", "b\"c"]);
     }
 

@@ -39,6 +39,16 @@ impl Deadline {
 /// Parse a Go `time.Duration` string (`10s`, `1m30s`, `1.5h`, `250ms`, `100us`, `100µs`,
 /// `5ns`, `0`). Negative durations are refused (`None`): a deadline cannot be in the past.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    // The API server's form, whole seconds (`10s`): read without the general loop's
+    // 128-bit arithmetic, once per review.
+    if let Some(digits) = text.strip_suffix('s') {
+        if (1..=9).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let secs = digits
+                .bytes()
+                .fold(0, |secs, digit| secs * 10 + u64::from(digit - b'0'));
+            return Some(Duration::from_secs(secs));
+        }
+    }
     let mut rest = text.strip_prefix('+').unwrap_or(text);
     if rest == "0" {
         return Some(Duration::ZERO);
@@ -119,6 +129,10 @@ mod tests {
             (".5s", Duration::from_millis(500)),
             ("1h2m3s4ms", Duration::from_millis(3_723_004)),
             ("+2s", Duration::from_secs(2)),
+            ("007s", Duration::from_secs(7)),
+            ("999999999s", Duration::from_secs(999_999_999)),
+            ("9999999999s", Duration::from_secs(9_999_999_999)),
+            ("30ms", Duration::from_millis(30)),
         ];
         for (text, want) in cases {
             assert_eq!(parse_go_duration(text), Some(want), "{text}");

@@ -24,6 +24,10 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::log_writer::LogWriter;
+use crate::admission::review::Operation;
+use crate::admission::Verdict;
+use crate::metrics::Endpoint;
+use crate::policy::PolicyId;
 
 /// The [`FormatEvent`] of `--log-format json`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,23 +113,45 @@ pub fn write_decisions_to(writer: LogWriter) {
     let _ = DECISIONS.set(writer);
 }
 
-/// The values of the decision line, one per review.
+/// The values of the decision line, one per review. The endpoint, operation, verdict and
+/// policies are kube-baseline's own names, written as they are; the request's strings and the
+/// ADRs are escaped.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionLine<'a> {
-    pub endpoint: &'a str,
+    pub endpoint: Endpoint,
     pub uid: &'a str,
     pub kind: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
-    pub operation: &'a str,
+    pub operation: Operation,
     pub user: &'a str,
     pub dry_run: bool,
-    pub verdict: &'a str,
-    pub denied: &'a str,
-    pub warned: &'a str,
-    pub adrs: &'a str,
-    pub mutations: &'a str,
+    pub verdict: Verdict,
+    /// Written comma-separated, as every list of the line.
+    pub denied: &'a [PolicyId],
+    pub warned: &'a [PolicyId],
+    /// The ADRs of the waivers used.
+    pub adrs: &'a [&'a str],
+    pub mutations: &'a [PolicyId],
     pub latency_us: u64,
+}
+
+/// Policies separated by commas.
+fn policies(list: &[PolicyId]) -> String {
+    list.iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Pushes the policies of `list` separated by commas. Their names need no escape.
+fn push_policies(out: &mut String, list: &[PolicyId]) {
+    for (i, policy) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(policy.as_str());
+    }
 }
 
 impl DecisionLine<'_> {
@@ -145,19 +171,19 @@ impl DecisionLine<'_> {
     fn through_tracing(&self) {
         tracing::info!(
             target: DECISION_TARGET,
-            endpoint = self.endpoint,
+            endpoint = self.endpoint.as_str(),
             uid = self.uid,
             kind = self.kind,
             namespace = self.namespace,
             name = self.name,
-            operation = self.operation,
+            operation = self.operation.as_str(),
             user = self.user,
             dry_run = self.dry_run,
-            verdict = self.verdict,
-            denied = self.denied,
-            warned = self.warned,
-            adrs = self.adrs,
-            mutations = self.mutations,
+            verdict = self.verdict.as_str(),
+            denied = policies(self.denied),
+            warned = policies(self.warned),
+            adrs = self.adrs.join(","),
+            mutations = policies(self.mutations),
             latency_us = self.latency_us,
             "decision"
         );
@@ -184,7 +210,7 @@ impl DecisionLine<'_> {
         // Writing to a `String` does not fail.
         let _ = write_head(out, now, &tracing::Level::INFO);
         out.push_str(",\"message\":\"decision\",\"endpoint\":\"");
-        push_escaped(out, self.endpoint);
+        out.push_str(self.endpoint.as_str());
         out.push_str("\",\"uid\":\"");
         push_escaped(out, self.uid);
         out.push_str("\",\"kind\":\"");
@@ -194,7 +220,7 @@ impl DecisionLine<'_> {
         out.push_str("\",\"name\":\"");
         push_escaped(out, self.name);
         out.push_str("\",\"operation\":\"");
-        push_escaped(out, self.operation);
+        out.push_str(self.operation.as_str());
         out.push_str("\",\"user\":\"");
         push_escaped(out, self.user);
         out.push_str(if self.dry_run {
@@ -202,15 +228,20 @@ impl DecisionLine<'_> {
         } else {
             "\",\"dry_run\":false,\"verdict\":\""
         });
-        push_escaped(out, self.verdict);
+        out.push_str(self.verdict.as_str());
         out.push_str("\",\"denied\":\"");
-        push_escaped(out, self.denied);
+        push_policies(out, self.denied);
         out.push_str("\",\"warned\":\"");
-        push_escaped(out, self.warned);
+        push_policies(out, self.warned);
         out.push_str("\",\"adrs\":\"");
-        push_escaped(out, self.adrs);
+        for (i, adr) in self.adrs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_escaped(out, adr);
+        }
         out.push_str("\",\"mutations\":\"");
-        push_escaped(out, self.mutations);
+        push_policies(out, self.mutations);
         out.push_str("\",\"latency_us\":");
         push_decimal(out, self.latency_us);
         out.push_str(",\"target\":\"");
@@ -375,12 +406,10 @@ fn write_str(out: &mut String, value: &str) -> fmt::Result {
 /// control characters; everything else, UTF-8 included, is written as it is.
 struct Escaped<'a>(&'a mut String);
 
-/// Whether any byte of `bytes` must be escaped. No early exit, so that the compiler makes it
-/// a vector loop: most values (uids, names, kinds) have nothing to escape.
+/// Whether any byte of `bytes` must be escaped: most values (uids, names, kinds) have
+/// nothing to escape.
 fn needs_escape(bytes: &[u8]) -> bool {
-    bytes.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    })
+    crate::scan::has_special(bytes)
 }
 
 impl Write for Escaped<'_> {
@@ -476,19 +505,19 @@ pub(crate) mod tests {
         let odd = "a \"quoted\"\\ name\nwith\ttabs, \u{1} and é";
         for (dry_run, text) in [(false, "shop"), (true, odd)] {
             let line = DecisionLine {
-                endpoint: "validate",
+                endpoint: Endpoint::Validate,
                 uid: "705ab4f5-6393-11e8-b7cc-42010a800002",
                 kind: "Deployment",
                 namespace: text,
                 name: text,
-                operation: "CREATE",
+                operation: Operation::Create,
                 user: "dev@example.com",
                 dry_run,
-                verdict: "denied",
-                denied: "run-as-non-root,resource-limits",
-                warned: "",
-                adrs: "ADR-0042",
-                mutations: "",
+                verdict: Verdict::Denied,
+                denied: &[PolicyId::RunAsNonRoot, PolicyId::ResourceLimits],
+                warned: &[PolicyId::HealthProbes],
+                adrs: &["ADR-0042", text],
+                mutations: &[],
                 latency_us: 1234,
             };
             let through_tracing = text_of(|| line.through_tracing());
@@ -499,6 +528,35 @@ pub(crate) mod tests {
             let parsed: serde_json::Value = serde_json::from_str(&direct).unwrap();
             assert_eq!(parsed["name"], text);
             assert_eq!(parsed["dry_run"], dry_run);
+            assert_eq!(parsed["denied"], "run-as-non-root,resource-limits");
+            assert_eq!(parsed["warned"], "health-probes");
+            assert_eq!(parsed["adrs"], format!("ADR-0042,{text}"));
+            assert_eq!(parsed["mutations"], "");
+        }
+    }
+
+    #[test]
+    fn the_names_written_unescaped_need_no_escape() {
+        let verdicts = [
+            Verdict::Allowed,
+            Verdict::Warned,
+            Verdict::Denied,
+            Verdict::Skipped,
+            Verdict::Invalid,
+        ];
+        let operations = [
+            Operation::Create,
+            Operation::Update,
+            Operation::Delete,
+            Operation::Connect,
+        ];
+        let names = (PolicyId::ALL.iter().map(|p| p.as_str()))
+            .chain(verdicts.iter().map(|v| v.as_str()))
+            .chain(operations.iter().map(|o| o.as_str()))
+            .chain([Endpoint::Validate, Endpoint::Mutate].map(Endpoint::as_str));
+        for name in names {
+            assert!(!needs_escape(name.as_bytes()), "{name}");
+            assert!(!name.contains(','), "{name}");
         }
     }
 
@@ -506,19 +564,19 @@ pub(crate) mod tests {
     fn without_serve_the_decision_line_is_left_to_tracing() {
         // Only `serve` sets where decision lines go; a test process never does.
         let line = DecisionLine {
-            endpoint: "validate",
+            endpoint: Endpoint::Validate,
             uid: "",
             kind: "",
             namespace: "",
             name: "",
-            operation: "",
+            operation: Operation::Create,
             user: "",
             dry_run: false,
-            verdict: "",
-            denied: "",
-            warned: "",
-            adrs: "",
-            mutations: "",
+            verdict: Verdict::Allowed,
+            denied: &[],
+            warned: &[],
+            adrs: &[],
+            mutations: &[],
             latency_us: 0,
         };
         assert!(!line.write());

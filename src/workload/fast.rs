@@ -3,35 +3,34 @@
 //! same rules (a missing or `null` field is its default, unknown fields are skipped) and
 //! gives up where serde would refuse: a duplicate field, a wrong JSON type.
 
-use std::collections::BTreeMap;
-
 use super::pod::{
     Capabilities, Container, ContainerPort, EphemeralContainer, HTTPGetAction,
     HostPathVolumeSource, PodOS, PodSecurityContext, PodSpec, Probe, Quantity, ResourceList,
-    ResourceRequirements, SeccompProfile, SecurityContext, Text, Volume,
+    ResourceRequirements, SeccompProfile, SecurityContext, Text, TextMap, Texts, Volume,
 };
 use super::{Workload, WorkloadKind};
 use crate::scan::{fields, Parser, Scan};
 
-/// The object of `kind`, or `None` for `null` (the object of a DELETE).
-pub fn workload<'a>(p: &mut Parser<'a>, kind: WorkloadKind) -> Scan<Option<Workload<'a>>> {
+/// The object of `kind`, or `None` for `null` (the object of a DELETE). Read into the box
+/// it is kept in, rather than moved there afterwards.
+pub fn workload<'a>(p: &mut Parser<'a>, kind: WorkloadKind) -> Scan<Option<Box<Workload<'a>>>> {
     if p.null()? {
         return Ok(None);
     }
-    let mut workload = Workload {
+    let mut workload = Box::new(Workload {
         kind,
         name: Text::Borrowed(""),
         namespace: None,
         replicas: None,
-        pod_labels: BTreeMap::new(),
-        pod_annotations: BTreeMap::new(),
+        pod_labels: TextMap::default(),
+        pod_annotations: TextMap::default(),
         spec: PodSpec::default(),
-    };
+    });
     let mut meta = Meta::default();
     fields!(p, |p| {
         // A bare Pod's labels and annotations are the pod's.
         "metadata" => unless_null(p, |p| {
-            let pod = (kind == WorkloadKind::Pod).then_some(&mut workload);
+            let pod = (kind == WorkloadKind::Pod).then_some(&mut *workload);
             metadata(p, &mut meta, pod)
         }),
         "spec" => unless_null(p, |p| spec(p, kind, &mut workload)),
@@ -83,7 +82,7 @@ fn opt_i32(p: &mut Parser<'_>, slot: &mut Option<i32>) -> Scan<()> {
     p.option(slot, |p, n| p.i32().map(|v| *n = v))
 }
 
-fn opt_strings<'a>(p: &mut Parser<'a>, slot: &mut Option<Vec<Text<'a>>>) -> Scan<()> {
+fn opt_strings<'a>(p: &mut Parser<'a>, slot: &mut Option<Texts<'a>>) -> Scan<()> {
     p.option(slot, Parser::strings)
 }
 
@@ -93,7 +92,7 @@ fn opt_quantity<'a>(p: &mut Parser<'a>, slot: &mut Option<Quantity<'a>>) -> Scan
 
 /// A `map[string]string` (labels, annotations), `null` as empty: later duplicates win, as
 /// in serde's map.
-fn string_map<'a>(p: &mut Parser<'a>, map: &mut BTreeMap<Text<'a>, Text<'a>>) -> Scan<()> {
+fn string_map<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>) -> Scan<()> {
     map.clear();
     unless_null(p, |p| {
         p.object(|p, key| {

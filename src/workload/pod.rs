@@ -17,13 +17,71 @@
 //! schema before any webhook sees it.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+
+pub use super::few::Few;
 
 /// A string of the object: a slice of the review's body when it has no escape (the
 /// webhook's parser), owned otherwise (an escaped string; serde, YAML).
 pub type Text<'a> = Cow<'a, str>;
+
+/// A list of strings of the object (capability names), the first two held inline.
+pub type Texts<'a> = Few<Text<'a>>;
+
+/// A `map[string]string` of the object (the pod's labels, its annotations): its pairs in the
+/// object's order, the first two inline. The policies look up one key in each, so the map is
+/// never sorted or hashed; reading it allocates nothing for two pairs or fewer, where a
+/// `BTreeMap` allocated a node for the first and freed it after the review. A key given twice
+/// reads as its last value, as a map deserialized by serde does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextMap<'a>(Few<(Text<'a>, Text<'a>)>);
+
+impl<'a> TextMap<'a> {
+    pub fn insert(&mut self, key: Text<'a>, value: Text<'a>) {
+        self.0.push((key, value));
+    }
+
+    /// The value of `key`: the last one given.
+    pub fn get(&self, key: &str) -> Option<&Text<'a>> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl<'de, 'a> Deserialize<'de> for TextMap<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs<'a>(PhantomData<TextMap<'a>>);
+
+        impl<'de, 'a> Visitor<'de> for Pairs<'a> {
+            type Value = TextMap<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of strings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = TextMap::default();
+                while let Some((key, value)) = map.next_entry()? {
+                    out.insert(key, value);
+                }
+                Ok(out)
+            }
+        }
+
+        deserializer.deserialize_map(Pairs(PhantomData))
+    }
+}
 
 /// A missing or `null` value as its type's default (k8s-openapi reads required lists so).
 fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -101,8 +159,8 @@ pub struct PodSecurityContext<'a> {
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Capabilities<'a> {
-    pub add: Option<Vec<Text<'a>>>,
-    pub drop: Option<Vec<Text<'a>>>,
+    pub add: Option<Texts<'a>>,
+    pub drop: Option<Texts<'a>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -192,8 +250,8 @@ pub struct PodTemplateSpec<'a> {
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct PodTemplateMeta<'a> {
-    pub labels: Option<BTreeMap<Text<'a>, Text<'a>>>,
-    pub annotations: Option<BTreeMap<Text<'a>, Text<'a>>>,
+    pub labels: Option<TextMap<'a>>,
+    pub annotations: Option<TextMap<'a>>,
 }
 
 #[cfg(test)]
@@ -273,7 +331,10 @@ mod tests {
         };
         // k8s-openapi keeps every resource; the baseline reads cpu and memory.
         let full_quantities = |m: Option<
-            &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            &std::collections::BTreeMap<
+                String,
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+            >,
         >| {
             m.map(|m| {
                 m.iter()
@@ -322,7 +383,7 @@ mod tests {
             s.capabilities.as_ref().unwrap(),
             fs.capabilities.as_ref().unwrap(),
         );
-        let strings = |v: &Option<Vec<Text>>| {
+        let strings = |v: &Option<Texts>| {
             v.as_ref()
                 .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         };
@@ -353,6 +414,22 @@ mod tests {
         let unread = r#"{"containers": [{"name": "a", "env": "not a list"}], "tolerations": 7}"#;
         let spec: PodSpec = serde_json::from_str(unread).unwrap();
         assert_eq!(spec.containers[0].name, "a");
+    }
+
+    #[test]
+    fn a_text_map_reads_the_last_value_of_a_repeated_key() {
+        let template: PodTemplateSpec = serde_json::from_str(
+            r#"{"metadata": {"labels": {"app": "a", "tier": "web", "app": "b"}}}"#,
+        )
+        .unwrap();
+        let labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels.get("app").map(|v| &**v), Some("b"));
+        assert_eq!(labels.get("tier").map(|v| &**v), Some("web"));
+        assert!(labels.contains_key("tier"));
+        assert_eq!(labels.get("missing"), None);
+        assert!(!labels.contains_key("missing"));
+        let wrong = serde_json::from_str::<PodTemplateSpec>(r#"{"metadata": {"labels": ["app"]}}"#);
+        assert!(wrong.unwrap_err().to_string().contains("a map of strings"));
     }
 
     #[test]
