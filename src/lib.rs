@@ -10,6 +10,7 @@ pub mod certs;
 pub mod check;
 pub mod config;
 pub mod exceptions;
+mod json_text;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;

@@ -74,7 +74,7 @@ const fn is_special(byte: u8) -> bool {
 /// Eight bytes at a time: the strings of a review are mostly plain and often long (image
 /// references, the `last-applied-configuration` annotation).
 #[inline(always)]
-fn plain_end(bytes: &[u8], mut from: usize) -> usize {
+pub(crate) fn plain_end(bytes: &[u8], mut from: usize) -> usize {
     while let Some(chunk) = bytes.get(from..from + 8) {
         let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
             break;
@@ -98,9 +98,8 @@ const fn special_bytes(word: u64) -> u64 {
 }
 
 /// Whether any byte of `bytes` [`is_special`]: must be escaped in a JSON string. Eight bytes
-/// at a time, the last eight overlapping the word before them; the log line and the answer
-/// check each of the request's strings they write (uids, names, users), mostly short and
-/// plain.
+/// at a time with no early exit, the last eight overlapping the word before them; the log
+/// line and the answer check each string they write, mostly short and plain (uids, names).
 pub(crate) fn has_special(bytes: &[u8]) -> bool {
     let word = |chunk: &[u8]| <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
     if bytes.len() < 8 {

@@ -325,9 +325,24 @@ impl Workload<'_> {
         }
     }
 
-    /// `spec.template.spec.containers[0]` and the like.
-    pub fn container_path(&self, kind: ContainerKind, index: usize) -> String {
-        format!("{}.{}[{index}]", self.kind.spec_path(), kind.field())
+    /// `field` of a container: `spec.template.spec.containers[0].securityContext`, or the
+    /// container's own path for an empty `field`. Built in one buffer of the right size (each
+    /// finding has one; `format!` took two buffers and ~600 instructions).
+    pub fn container_field(&self, kind: ContainerKind, index: usize, field: &str) -> String {
+        let spec = self.kind.spec_path();
+        let list = kind.field();
+        let mut path = String::with_capacity(spec.len() + list.len() + field.len() + 24);
+        path.push_str(spec);
+        path.push('.');
+        path.push_str(list);
+        path.push('[');
+        push_decimal(&mut path, index);
+        path.push(']');
+        if !field.is_empty() {
+            path.push('.');
+            path.push_str(field);
+        }
+        path
     }
 }
 
@@ -360,6 +375,14 @@ pub struct ContainerRef<'a> {
     pub image: Option<&'a str>,
     pub security_context: Option<&'a pod::SecurityContext<'a>>,
     pub container: Option<&'a pod::Container<'a>>,
+}
+
+/// Pushes `n` in decimal.
+fn push_decimal(out: &mut String, n: usize) {
+    if n >= 10 {
+        push_decimal(out, n / 10);
+    }
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// The iterator of [`Workload::containers`]: init, app, then ephemeral containers. One index
@@ -464,9 +487,17 @@ mod tests {
         let w = Workload::from_json(WorkloadKind::CronJob, json).unwrap();
         assert_eq!(w.spec.containers[0].name, "a");
         assert_eq!(
-            w.container_path(ContainerKind::App, 0),
+            w.container_field(ContainerKind::App, 0, ""),
             "spec.jobTemplate.spec.template.spec.containers[0]"
         );
+        for (index, want) in [(0, "0"), (7, "7"), (10, "10"), (1234, "1234")] {
+            assert_eq!(
+                w.container_field(ContainerKind::Init, index, "securityContext.runAsUser"),
+                format!(
+                    "spec.jobTemplate.spec.template.spec.initContainers[{want}].securityContext.runAsUser"
+                )
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::json_text::push_string;
 use crate::workload::{Workload, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -577,39 +578,157 @@ pub struct AdmissionReviewResponse<'a> {
 }
 
 impl AdmissionReviewResponse<'_> {
-    /// The answer's JSON, byte for byte as serde_json writes it. Most answers are
-    /// `allowed: true` with nothing but a uid; those are written as three literals around the
-    /// uid (~1,000 instructions with the allocation, against serde_json's ~3,800, which
-    /// writes each of its tokens with a call of its own). Any other answer goes through
-    /// serde_json.
-    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+    /// The answer's JSON, byte for byte as serde_json writes it (the tests compare the two),
+    /// written field by field into one buffer sized for it. serde_json wrote each token with
+    /// a call of its own and each string byte by byte: ~3,800 instructions for an
+    /// `allowed: true` answer of 134 bytes, and ~27,000 plus reallocations for a denial
+    /// listing six violations (3 KB).
+    pub fn to_json(&self) -> Vec<u8> {
         let r = self.response;
-        let plain = r.status.is_none()
-            && r.patch.is_none()
-            && r.patch_type.is_none()
-            && r.warnings.is_empty()
-            && r.audit_annotations.is_empty();
-        // serde_json escapes `"`, `\\` and control characters, nothing else.
-        let uid_needs_no_escape = !crate::scan::has_special(r.uid.as_bytes());
-        if plain && uid_needs_no_escape && self.api_version == API_VERSION && self.kind == KIND {
-            const HEAD: &str = concat!(
+        let status = r.status.as_deref();
+        let causes = status
+            .and_then(|s| s.details.as_ref())
+            .map_or(&[][..], |d| &d.causes[..]);
+        // Every string once plus the punctuation and names around it; escapes are rare.
+        let size = 160
+            + r.uid.len()
+            + status.map_or(0, |s| {
+                96 + s.status.len() + s.message.len() + s.reason.len()
+            })
+            + causes
+                .iter()
+                .map(|c| 40 + c.reason.len() + c.message.len() + c.field.len())
+                .sum::<usize>()
+            + r.patch.as_ref().map_or(0, |p| 12 + p.len())
+            + r.patch_type.as_ref().map_or(0, |p| 16 + p.len())
+            + r.warnings.iter().map(|w| 3 + w.len()).sum::<usize>()
+            + r.audit_annotations
+                .iter()
+                .map(|(k, v)| 6 + k.len() + v.len())
+                .sum::<usize>();
+        let mut out = String::with_capacity(size);
+        if self.api_version == API_VERSION && self.kind == KIND {
+            out.push_str(concat!(
                 "{\"apiVersion\":\"admission.k8s.io/v1\",",
-                "\"kind\":\"AdmissionReview\",\"response\":{\"uid\":\""
-            );
-            let allowed: &str = if r.allowed {
-                "\",\"allowed\":true}}"
-            } else {
-                "\",\"allowed\":false}}"
-            };
-            let mut out = Vec::with_capacity(HEAD.len() + r.uid.len() + allowed.len());
-            out.extend_from_slice(HEAD.as_bytes());
-            out.extend_from_slice(r.uid.as_bytes());
-            out.extend_from_slice(allowed.as_bytes());
-            return Ok(out);
+                "\"kind\":\"AdmissionReview\",\"response\":{\"uid\":"
+            ));
+        } else {
+            out.push_str("{\"apiVersion\":");
+            push_string(&mut out, self.api_version);
+            out.push_str(",\"kind\":");
+            push_string(&mut out, self.kind);
+            out.push_str(",\"response\":{\"uid\":");
         }
-        let mut out = Vec::with_capacity(512);
-        serde_json::to_writer(&mut out, self)?;
-        Ok(out)
+        push_string(&mut out, &r.uid);
+        out.push_str(if r.allowed {
+            ",\"allowed\":true"
+        } else {
+            ",\"allowed\":false"
+        });
+        if let Some(status) = status {
+            write_status(&mut out, status);
+        }
+        if let Some(patch) = &r.patch {
+            out.push_str(",\"patch\":");
+            push_string(&mut out, patch);
+        }
+        if let Some(patch_type) = &r.patch_type {
+            out.push_str(",\"patchType\":");
+            push_string(&mut out, patch_type);
+        }
+        if !r.warnings.is_empty() {
+            out.push_str(",\"warnings\":[");
+            for (i, warning) in r.warnings.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(&mut out, warning);
+            }
+            out.push(']');
+        }
+        if !r.audit_annotations.is_empty() {
+            out.push_str(",\"auditAnnotations\":{");
+            for (i, (key, value)) in r.audit_annotations.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(&mut out, key);
+                out.push(':');
+                push_string(&mut out, value);
+            }
+            out.push('}');
+        }
+        out.push_str("}}");
+        out.into_bytes()
+    }
+}
+
+/// `,"status":{…}` as serde writes a [`Status`].
+fn write_status(out: &mut String, status: &Status) {
+    out.push_str(",\"status\":{\"status\":");
+    push_string(out, &status.status);
+    out.push_str(",\"message\":");
+    push_string(out, &status.message);
+    out.push_str(",\"reason\":");
+    push_string(out, &status.reason);
+    out.push_str(",\"code\":");
+    push_decimal(out, status.code);
+    if let Some(details) = &status.details {
+        out.push_str(",\"details\":{");
+        let mut first = true;
+        let mut field = |out: &mut String, name: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+        };
+        if !details.name.is_empty() {
+            field(out, "name");
+            push_string(out, &details.name);
+        }
+        if !details.kind.is_empty() {
+            field(out, "kind");
+            push_string(out, &details.kind);
+        }
+        if !details.causes.is_empty() {
+            field(out, "causes");
+            out.push('[');
+            for (i, cause) in details.causes.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"reason\":");
+                push_string(out, &cause.reason);
+                out.push_str(",\"message\":");
+                push_string(out, &cause.message);
+                out.push_str(",\"field\":");
+                push_string(out, &cause.field);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        out.push('}');
+    }
+    out.push('}');
+}
+
+/// Pushes `n` in decimal.
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
     }
 }
 
@@ -654,9 +773,62 @@ mod tests {
                 ..AdmissionResponse::allow(uid)
             });
         }
+        let odd = "a \"quoted\" \\ line\nwith\ttabs\r, \u{8}\u{c}\u{1}\u{1f}\u{7f} and é ✓";
+        let cause = |field: &str| StatusCause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("[run-as-non-root] {odd}. Fix: set it"),
+            field: field.into(),
+        };
+        answers.push(AdmissionResponse::deny(
+            "u",
+            format!("Deployment shop/{odd} violates (2 violations):\n1. …\n2. …"),
+            vec![cause("spec.containers[0]"), cause(odd)],
+        ));
+        answers.push(AdmissionResponse::invalid("u", odd.into()));
+        for code in [0, 7, 10, 403, 65535] {
+            answers.push(AdmissionResponse::failure("u", "m".into(), "R", code, None));
+        }
+        let details = |name: &str, kind: &str, causes: Vec<StatusCause>| StatusDetails {
+            name: name.into(),
+            kind: kind.into(),
+            causes,
+        };
+        for d in [
+            details("", "", vec![]),
+            details("n", "", vec![]),
+            details("", "k", vec![cause("f")]),
+            details("n", "k", vec![cause("f"), cause("g")]),
+        ] {
+            answers.push(AdmissionResponse::failure(
+                "u",
+                odd.into(),
+                odd,
+                403,
+                Some(d),
+            ));
+        }
+        answers.push(AdmissionResponse {
+            warnings: vec!["one".into(), odd.into(), String::new()],
+            audit_annotations: [("b", odd), ("a", "1"), (odd, "")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            patch: Some(odd.into()),
+            patch_type: Some("JSONPatch".into()),
+            ..AdmissionResponse::deny("u", odd.into(), vec![cause("f")])
+        });
+        let allowed = AdmissionResponse::allow("u");
+        let other_envelope = AdmissionReviewResponse {
+            api_version: "admission.k8s.io/\"v2\"",
+            kind: "Other",
+            response: &allowed,
+        };
+        assert_eq!(
+            String::from_utf8(other_envelope.to_json()).unwrap(),
+            serde_json::to_string(&other_envelope).unwrap()
+        );
         for answer in answers {
             let review = answer.review();
-            let written = review.to_json().unwrap();
+            let written = review.to_json();
             assert_eq!(
                 String::from_utf8(written).unwrap(),
                 serde_json::to_string(&review).unwrap()

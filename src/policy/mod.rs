@@ -3,6 +3,8 @@
 //! No I/O and no clock here: the admission and `check` paths both call [`evaluate`], so the
 //! cluster and CI give the same verdict.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Modes};
@@ -77,7 +79,7 @@ impl std::fmt::Display for PolicyId {
 }
 
 /// One violation: which policy, where (container or pod), the exact field, what is wrong and
-/// how to fix it.
+/// how to fix it. The message and the fix are usually fixed texts, kept without a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub policy: PolicyId,
@@ -85,8 +87,8 @@ pub struct Finding {
     pub container: Option<String>,
     /// The field as the user writes it: `spec.template.spec.containers[0].securityContext.runAsNonRoot`.
     pub field: String,
-    pub message: String,
-    pub fix: String,
+    pub message: Cow<'static, str>,
+    pub fix: Cow<'static, str>,
 }
 
 /// Builds findings for one workload, so each policy only says what is wrong.
@@ -104,37 +106,42 @@ impl Findings<'_> {
         index: usize,
         name: &str,
         field: &str,
-        message: impl Into<String>,
-        fix: impl Into<String>,
+        message: impl Into<Cow<'static, str>>,
+        fix: impl Into<Cow<'static, str>>,
     ) {
-        let path = self.workload.container_path(kind, index);
         self.out.push(Finding {
             policy: self.policy,
             container: Some(name.to_owned()),
-            field: if field.is_empty() {
-                path
-            } else {
-                format!("{path}.{field}")
-            },
+            field: self.workload.container_field(kind, index, field),
             message: message.into(),
             fix: fix.into(),
         });
     }
 
     /// A finding about the pod spec; `field` is relative to the pod spec.
-    pub fn pod(&mut self, field: &str, message: impl Into<String>, fix: impl Into<String>) {
+    pub fn pod(
+        &mut self,
+        field: &str,
+        message: impl Into<Cow<'static, str>>,
+        fix: impl Into<Cow<'static, str>>,
+    ) {
         let spec = self.workload.kind.spec_path();
         self.out.push(Finding {
             policy: self.policy,
             container: None,
-            field: format!("{spec}.{field}"),
+            field: [spec, ".", field].concat(),
             message: message.into(),
             fix: fix.into(),
         });
     }
 
     /// A finding about any other field, given as its full path.
-    pub fn object(&mut self, field: String, message: impl Into<String>, fix: impl Into<String>) {
+    pub fn object(
+        &mut self,
+        field: String,
+        message: impl Into<Cow<'static, str>>,
+        fix: impl Into<Cow<'static, str>>,
+    ) {
         self.out.push(Finding {
             policy: self.policy,
             container: None,

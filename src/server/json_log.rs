@@ -252,11 +252,7 @@ impl DecisionLine<'_> {
 
 /// `value` escaped for the inside of a JSON string.
 fn push_escaped(out: &mut String, value: &str) {
-    if needs_escape(value.as_bytes()) {
-        let _ = Escaped(out).write_str(value);
-    } else {
-        out.push_str(value);
-    }
+    crate::json_text::push_escaped(out, value);
 }
 
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it. The date and time up
@@ -406,39 +402,10 @@ fn write_str(out: &mut String, value: &str) -> fmt::Result {
 /// control characters; everything else, UTF-8 included, is written as it is.
 struct Escaped<'a>(&'a mut String);
 
-/// Whether any byte of `bytes` must be escaped: most values (uids, names, kinds) have
-/// nothing to escape.
-fn needs_escape(bytes: &[u8]) -> bool {
-    crate::scan::has_special(bytes)
-}
-
 impl Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        if !needs_escape(bytes) {
-            return self.0.write_str(s);
-        }
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape: &str = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x00..=0x1f => "",
-                _ => continue,
-            };
-            // `i` is at an ASCII byte, so both slices end on character boundaries.
-            self.0.write_str(&s[start..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
+        push_escaped(self.0, s);
+        Ok(())
     }
 }
 
@@ -555,7 +522,9 @@ pub(crate) mod tests {
             .chain(operations.iter().map(|o| o.as_str()))
             .chain([Endpoint::Validate, Endpoint::Mutate].map(Endpoint::as_str));
         for name in names {
-            assert!(!needs_escape(name.as_bytes()), "{name}");
+            let mut escaped = String::new();
+            push_escaped(&mut escaped, name);
+            assert_eq!(escaped, name);
             assert!(!name.contains(','), "{name}");
         }
     }

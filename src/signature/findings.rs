@@ -84,9 +84,9 @@ pub fn findings(workload: &Workload, results: &[ImageVerification]) -> Vec<Findi
         out.push(Finding {
             policy: PolicyId::ImageSignature,
             container: Some(c.clone()),
-            field: format!("{}.image", workload.container_path(r.kind, r.index)),
-            message,
-            fix,
+            field: workload.container_field(r.kind, r.index, "image"),
+            message: message.into(),
+            fix: fix.into(),
         });
     }
     out
