@@ -5,19 +5,23 @@
 //! where serde_json looks each byte up and writes through `io::Write`. A denial's message and
 //! causes (~3 KB) took ~27,000 instructions in serde_json (callgrind).
 
-use crate::scan::{has_special, plain_end};
+use crate::scan::{has_special, long_plain_end};
+
+/// From this length on, a string is scanned sixteen bytes at a time.
+const LONG: usize = 64;
 
 /// Pushes the inside of the JSON string for `text` (no quotes).
 pub(crate) fn push_escaped(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
-    // Most strings have nothing to escape: one check without early exits, one copy.
-    if !has_special(bytes) {
+    // Most short strings (uids, names) have nothing to escape: one check without early
+    // exits, one copy. A long one (a denial's message) is scanned once, run by run.
+    if bytes.len() < LONG && !has_special(bytes) {
         out.push_str(text);
         return;
     }
     let mut start = 0;
     loop {
-        let end = plain_end(bytes, start);
+        let end = long_plain_end(bytes, start);
         // `start` follows an ASCII byte (or is 0) and `end` is at one (or the end):
         // character boundaries.
         if let Some(run) = text.get(start..end) {
@@ -62,7 +66,13 @@ mod tests {
         for c in (0u8..0x80).map(char::from) {
             every_byte.push(c);
         }
+        let long_plain = "x".repeat(100);
+        let long_then_quote = format!("{long_plain}\"");
+        let mixed = format!("{}\n{}\u{1}", "é".repeat(40), "y".repeat(70));
         for text in [
+            &long_plain,
+            &long_then_quote,
+            &mixed,
             "",
             "plain",
             "a \"quoted\" \\ line\nwith\ttabs\r, \u{8}\u{c}\u{1}\u{1f}\u{7f} and é ✓",

@@ -91,6 +91,27 @@ pub(crate) fn plain_end(bytes: &[u8], mut from: usize) -> usize {
     from
 }
 
+/// [`plain_end`] for long runs (a denial's message): sixteen bytes at a time first, in a
+/// loop the compiler turns into vector compares (~1.3 instructions a byte against the word
+/// loop's ~3), then [`plain_end`] for the chunk the run ends in. Slower than [`plain_end`]
+/// for a run shorter than sixteen bytes, as most of a review's strings are.
+pub(crate) fn long_plain_end(bytes: &[u8], mut from: usize) -> usize {
+    while let Some(chunk) = bytes.get(from..from + 16) {
+        let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
+            break;
+        };
+        // `|` rather than `||`: no early exit, so that the chunk is compared as a vector.
+        let special = chunk.iter().fold(false, |any, &b| {
+            any | (b == b'"') | (b == b'\\') | (b < 0x20)
+        });
+        if special {
+            break;
+        }
+        from += 16;
+    }
+    plain_end(bytes, from)
+}
+
 /// The flags of the bytes of `word` that [`is_special`]: none when none is, the lowest exact.
 #[inline(always)]
 const fn special_bytes(word: u64) -> u64 {
@@ -622,7 +643,7 @@ mod tests {
     #[test]
     fn plain_end_finds_the_first_special_byte_at_every_offset() {
         for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
-            for len in 0..40 {
+            for len in 0..70 {
                 for at in 0..=len {
                     let mut bytes = vec![b'a'; len];
                     // Bytes that look close to the specials in a word: high bytes, 0x20, 0x21.
@@ -637,6 +658,11 @@ mod tests {
                         }
                     }
                     assert_eq!(plain_end(&bytes, 0), at, "{special:#x} at {at} of {len}");
+                    assert_eq!(
+                        long_plain_end(&bytes, 0),
+                        at,
+                        "{special:#x} at {at} of {len}"
+                    );
                 }
             }
         }
