@@ -425,18 +425,22 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         }
         let start = self.pos;
-        let mut value: i64 = 0;
+        // The digits as a u64, checked against i64's range once at the end: 19 digits fit
+        // a u64, and a twentieth (without a leading zero) is past i64's range anyway.
+        let mut magnitude: u64 = 0;
         while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.pos) {
-            let digit = i64::from(digit - b'0');
-            value = value.checked_mul(10).ok_or(Bail)?;
-            value = if negative {
-                value.checked_sub(digit)
-            } else {
-                value.checked_add(digit)
+            if self.pos - start == 19 {
+                return Err(Bail);
             }
-            .ok_or(Bail)?;
+            magnitude = magnitude * 10 + u64::from(digit - b'0');
             self.pos += 1;
         }
+        let value = if negative {
+            0i64.checked_sub_unsigned(magnitude)
+        } else {
+            i64::try_from(magnitude).ok()
+        }
+        .ok_or(Bail)?;
         let digits = self.pos - start;
         let leading_zero = digits > 1 && self.bytes[start] == b'0';
         // serde_json reads `-0` as the float -0.0, which an integer field refuses.
@@ -804,6 +808,16 @@ mod tests {
     fn integers_out_of_range_or_with_fractions_give_up() {
         assert_eq!(Parser::new("-9223372036854775808").i64(), Ok(i64::MIN));
         assert_eq!(Parser::new("9223372036854775808").i64(), Err(Bail));
+        assert_eq!(Parser::new("9223372036854775807").i64(), Ok(i64::MAX));
+        assert_eq!(Parser::new("-9223372036854775809").i64(), Err(Bail));
+        assert_eq!(Parser::new("9999999999999999999").i64(), Err(Bail));
+        assert_eq!(Parser::new("18446744073709551616").i64(), Err(Bail));
+        assert_eq!(
+            Parser::new("123456789012345678901234567890").i64(),
+            Err(Bail)
+        );
+        assert_eq!(Parser::new("1000").i64(), Ok(1000));
+        assert_eq!(Parser::new("-").i64(), Err(Bail));
         assert_eq!(Parser::new("2147483648").i32(), Err(Bail));
         assert_eq!(Parser::new(" -7,").i32(), Ok(-7));
         assert_eq!(Parser::new("2.0").i32(), Err(Bail));

@@ -15,6 +15,7 @@
 
 use std::fmt::{self, Write};
 use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{Datelike, Timelike};
 use tracing::field::{Field, Visit};
@@ -45,7 +46,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         with_line(|line| {
-            write_event(line, chrono::Utc::now(), event)?;
+            write_event(line, SystemTime::now(), event)?;
             writer.write_str(line)
         })
     }
@@ -71,11 +72,7 @@ fn with_line<R>(build: impl FnOnce(&mut String) -> R) -> R {
     })
 }
 
-fn write_event(
-    out: &mut String,
-    now: chrono::DateTime<chrono::Utc>,
-    event: &Event<'_>,
-) -> fmt::Result {
+fn write_event(out: &mut String, now: SystemTime, event: &Event<'_>) -> fmt::Result {
     let meta = event.metadata();
     write_head(out, now, meta.level())?;
     let mut fields = Fields {
@@ -90,11 +87,7 @@ fn write_event(
 }
 
 /// `{"timestamp":…,"level":…`
-fn write_head(
-    out: &mut String,
-    now: chrono::DateTime<chrono::Utc>,
-    level: &tracing::Level,
-) -> fmt::Result {
+fn write_head(out: &mut String, now: SystemTime, level: &tracing::Level) -> fmt::Result {
     out.write_str("{\"timestamp\":\"")?;
     write_timestamp(out, now)?;
     out.write_str("\",\"level\":\"")?;
@@ -200,13 +193,13 @@ impl DecisionLine<'_> {
             return false;
         };
         with_line(|line| {
-            self.format(line, chrono::Utc::now());
+            self.format(line, SystemTime::now());
             writer.write_line(line.as_bytes());
         });
         true
     }
 
-    fn format(&self, out: &mut String, now: chrono::DateTime<chrono::Utc>) {
+    fn format(&self, out: &mut String, now: SystemTime) {
         // Writing to a `String` does not fail.
         let _ = write_head(out, now, &tracing::Level::INFO);
         out.push_str(",\"message\":\"decision\",\"endpoint\":\"");
@@ -257,31 +250,39 @@ fn push_escaped(out: &mut String, value: &str) {
 
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it. The date and time up
 /// to the second are formatted once a second per thread; only the microseconds each line.
-fn write_timestamp(out: &mut String, now: chrono::DateTime<chrono::Utc>) -> fmt::Result {
+/// From the system clock directly: `chrono::Utc::now()` works out the calendar date of
+/// every reading (~220 instructions), which only a new second needs.
+fn write_timestamp(out: &mut String, now: SystemTime) -> fmt::Result {
     thread_local! {
-        static SECOND: std::cell::RefCell<(i64, String)> =
-            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
+    // A clock before 1970 is written as the epoch.
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
     SECOND.with(|cached| {
         let mut cached = cached.borrow_mut();
-        if cached.0 != now.timestamp() {
+        if cached.0 != secs {
+            let date = i64::try_from(secs)
+                .ok()
+                .and_then(|secs| chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0))
+                .unwrap_or_default();
             cached.1.clear();
             write!(
                 cached.1,
                 "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                now.year(),
-                now.month(),
-                now.day(),
-                now.hour(),
-                now.minute(),
-                now.second(),
+                date.year(),
+                date.month(),
+                date.day(),
+                date.hour(),
+                date.minute(),
+                date.second(),
             )?;
-            cached.0 = now.timestamp();
+            cached.0 = secs;
         }
         out.write_str(&cached.1)
     })?;
-    // A leap second's nanoseconds run past 10^9.
-    let mut micros = now.nanosecond() % 1_000_000_000 / 1_000;
+    let mut micros = since.subsec_micros();
     let mut digits = [b'0'; 6];
     for digit in digits.iter_mut().rev() {
         *digit = b'0' + (micros % 10) as u8;
@@ -489,7 +490,7 @@ pub(crate) mod tests {
             };
             let through_tracing = text_of(|| line.through_tracing());
             let mut direct = String::new();
-            line.format(&mut direct, chrono::Utc::now());
+            line.format(&mut direct, SystemTime::now());
             assert_eq!(after_timestamp(&direct), after_timestamp(&through_tracing));
             assert!(direct.ends_with('\n'));
             let parsed: serde_json::Value = serde_json::from_str(&direct).unwrap();
@@ -599,21 +600,23 @@ pub(crate) mod tests {
 
     #[test]
     fn the_timestamp_is_rfc3339_utc_with_microseconds() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-03-04T05:06:07.0123456Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
+        let date = chrono::DateTime::parse_from_rfc3339("2026-03-04T05:06:07.0123456Z").unwrap();
+        let now = SystemTime::from(date);
         let mut out = String::new();
         write_timestamp(&mut out, now).unwrap();
         assert_eq!(out, "2026-03-04T05:06:07.012345Z");
         // The same second again (from the thread's cache), then the next one.
         let mut again = String::new();
-        write_timestamp(&mut again, now + chrono::Duration::microseconds(7)).unwrap();
+        write_timestamp(&mut again, now + std::time::Duration::from_micros(7)).unwrap();
         assert_eq!(again, "2026-03-04T05:06:07.012352Z");
         let mut next = String::new();
-        write_timestamp(&mut next, now + chrono::Duration::seconds(1)).unwrap();
+        write_timestamp(&mut next, now + std::time::Duration::from_secs(1)).unwrap();
         assert_eq!(next, "2026-03-04T05:06:08.012345Z");
         let parsed = chrono::DateTime::parse_from_rfc3339(&out).unwrap();
-        assert_eq!(parsed.timestamp(), now.timestamp());
+        assert_eq!(parsed.timestamp(), date.timestamp());
+        let mut epoch = String::new();
+        write_timestamp(&mut epoch, UNIX_EPOCH - std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(epoch, "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
