@@ -56,8 +56,41 @@ pub(crate) fn push_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// Pushes `value` in decimal, without `core::fmt` (every log line has a latency, every
+/// answer a code, every finding a container index).
+pub(crate) fn push_decimal(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
+}
+
+/// Pushes `key` (with the punctuation before it, `,"name":`) and `value` as a JSON string.
+pub(crate) fn push_member(out: &mut String, key: &str, value: &str) {
+    out.push_str(key);
+    push_string(out, value);
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for value in [0, 7, 10, 99, 100, 403, 65_535, 1_234_567, u64::MAX] {
+            let mut out = String::new();
+            super::push_decimal(&mut out, value);
+            assert_eq!(out, value.to_string());
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -336,7 +336,7 @@ impl Workload<'_> {
         path.push('.');
         path.push_str(list);
         path.push('[');
-        push_decimal(&mut path, index);
+        crate::json_text::push_decimal(&mut path, index as u64);
         path.push(']');
         if !field.is_empty() {
             path.push('.');
@@ -375,14 +375,6 @@ pub struct ContainerRef<'a> {
     pub image: Option<&'a str>,
     pub security_context: Option<&'a pod::SecurityContext<'a>>,
     pub container: Option<&'a pod::Container<'a>>,
-}
-
-/// Pushes `n` in decimal.
-fn push_decimal(out: &mut String, n: usize) {
-    if n >= 10 {
-        push_decimal(out, n / 10);
-    }
-    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// The iterator of [`Workload::containers`]: init, app, then ephemeral containers. One index

@@ -44,7 +44,7 @@ pub fn denial(
             "never waivable"
         };
         text.push('\n');
-        push_decimal(&mut text, i + 1);
+        crate::json_text::push_decimal(&mut text, i as u64 + 1);
         text.push_str(". [");
         text.push_str(f.policy.as_str());
         text.push_str("] ");
@@ -103,14 +103,6 @@ fn display_name<'w>(w: &'w Workload<'_>) -> &'w str {
     } else {
         &w.name
     }
-}
-
-/// Pushes `n` in decimal.
-fn push_decimal(out: &mut String, n: usize) {
-    if n >= 10 {
-        push_decimal(out, n / 10);
-    }
-    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// Pushes a container's name in quotes, as `{:?}` writes it. A name as the API server allows

@@ -16,7 +16,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::json_text::push_string;
+use crate::json_text::{push_decimal, push_member, push_string};
 use crate::workload::{Workload, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -613,10 +613,8 @@ impl AdmissionReviewResponse<'_> {
                 "\"kind\":\"AdmissionReview\",\"response\":{\"uid\":"
             ));
         } else {
-            out.push_str("{\"apiVersion\":");
-            push_string(&mut out, self.api_version);
-            out.push_str(",\"kind\":");
-            push_string(&mut out, self.kind);
+            push_member(&mut out, "{\"apiVersion\":", self.api_version);
+            push_member(&mut out, ",\"kind\":", self.kind);
             out.push_str(",\"response\":{\"uid\":");
         }
         push_string(&mut out, &r.uid);
@@ -629,12 +627,10 @@ impl AdmissionReviewResponse<'_> {
             write_status(&mut out, status);
         }
         if let Some(patch) = &r.patch {
-            out.push_str(",\"patch\":");
-            push_string(&mut out, patch);
+            push_member(&mut out, ",\"patch\":", patch);
         }
         if let Some(patch_type) = &r.patch_type {
-            out.push_str(",\"patchType\":");
-            push_string(&mut out, patch_type);
+            push_member(&mut out, ",\"patchType\":", patch_type);
         }
         if !r.warnings.is_empty() {
             out.push_str(",\"warnings\":[");
@@ -665,14 +661,11 @@ impl AdmissionReviewResponse<'_> {
 
 /// `,"status":{…}` as serde writes a [`Status`].
 fn write_status(out: &mut String, status: &Status) {
-    out.push_str(",\"status\":{\"status\":");
-    push_string(out, &status.status);
-    out.push_str(",\"message\":");
-    push_string(out, &status.message);
-    out.push_str(",\"reason\":");
-    push_string(out, &status.reason);
+    push_member(out, ",\"status\":{\"status\":", &status.status);
+    push_member(out, ",\"message\":", &status.message);
+    push_member(out, ",\"reason\":", &status.reason);
     out.push_str(",\"code\":");
-    push_decimal(out, status.code);
+    push_decimal(out, u64::from(status.code));
     if let Some(details) = &status.details {
         out.push_str(",\"details\":{");
         let mut first = true;
@@ -699,12 +692,9 @@ fn write_status(out: &mut String, status: &Status) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str("{\"reason\":");
-                push_string(out, &cause.reason);
-                out.push_str(",\"message\":");
-                push_string(out, &cause.message);
-                out.push_str(",\"field\":");
-                push_string(out, &cause.field);
+                push_member(out, "{\"reason\":", &cause.reason);
+                push_member(out, ",\"message\":", &cause.message);
+                push_member(out, ",\"field\":", &cause.field);
                 out.push('}');
             }
             out.push(']');
@@ -712,24 +702,6 @@ fn write_status(out: &mut String, status: &Status) {
         out.push('}');
     }
     out.push('}');
-}
-
-/// Pushes `n` in decimal.
-fn push_decimal(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut start = digits.len();
-    let mut rest = n;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
-    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::log_writer::LogWriter;
 use crate::admission::review::Operation;
 use crate::admission::Verdict;
+use crate::json_text::push_decimal;
 use crate::metrics::Endpoint;
 use crate::policy::PolicyId;
 
@@ -372,23 +373,6 @@ impl Visit for Fields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.string_field(field, |out| write!(out, "{value:?}"));
-    }
-}
-
-/// The decimal digits of `value`, without `core::fmt` (every line has a latency).
-fn push_decimal(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
     }
 }
 
