@@ -1,7 +1,7 @@
 //! JSON strings written as serde_json writes them: `"` and `\` escaped, `\b`, `\f`, `\n`, `\r`
 //! and `\t` in their short form, every other control character as `\u00xx`, everything else
 //! (UTF-8 included) as it is. The answer to a review and the decision log line are written
-//! with it: plain runs are found eight bytes at a time ([`crate::scan`]) and copied whole,
+//! with it: plain runs are found 8 or 16 bytes at a time ([`crate::scan`]) and copied whole,
 //! where serde_json looks each byte up and writes through `io::Write`. A denial's message and
 //! causes (~3 KB) took ~27,000 instructions in serde_json (callgrind).
 
@@ -82,16 +82,16 @@ pub(crate) fn push_member(out: &mut String, key: &str, value: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn decimals_are_written_as_display_writes_them() {
         for value in [0, 7, 10, 99, 100, 403, 65_535, 1_234_567, u64::MAX] {
             let mut out = String::new();
-            super::push_decimal(&mut out, value);
+            push_decimal(&mut out, value);
             assert_eq!(out, value.to_string());
         }
     }
-
-    use super::*;
 
     #[test]
     fn strings_are_written_byte_for_byte_as_serde_json_writes_them() {

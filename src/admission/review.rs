@@ -559,7 +559,7 @@ impl AdmissionResponse {
     }
 
     /// In the AdmissionReview envelope the API server expects back. Borrowed: the response
-    /// (280 bytes) is not moved again to be written.
+    /// is not moved again to be written.
     pub fn review(&self) -> AdmissionReviewResponse<'_> {
         AdmissionReviewResponse {
             api_version: API_VERSION,
