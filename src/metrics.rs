@@ -149,8 +149,12 @@ pub struct Metrics {
     mutation_series: [Counter; PolicyId::ALL.len()],
 }
 
-/// The `action` label of `policy_findings`, in [`Metrics::finding_series`]' order.
+/// The `action` label of `policy_findings`, in [`Metrics::finding_series`]' order: indexed
+/// by [`DENIED`], [`WARNED`] and [`WAIVED`].
 const FINDING_ACTIONS: [&str; 3] = ["denied", "warned", "waived"];
+const DENIED: usize = 0;
+const WARNED: usize = 1;
+const WAIVED: usize = 2;
 
 /// A policy's index in [`PolicyId::ALL`] (its declaration order).
 fn policy_index(policy: PolicyId) -> usize {
@@ -360,10 +364,7 @@ impl Metrics {
             }
         }
         self.observe_duration(endpoint, elapsed);
-        for (action, policies) in [&decision.denied_by, &decision.warned_by]
-            .into_iter()
-            .enumerate()
-        {
+        for (action, policies) in [(DENIED, &decision.denied_by), (WARNED, &decision.warned_by)] {
             for policy in policies {
                 self.finding_series[policy_index(*policy)][action].inc();
             }
@@ -375,7 +376,7 @@ impl Metrics {
                     policy: policy.as_str(),
                 })
                 .inc();
-            self.finding_series[policy_index(*policy)][2].inc();
+            self.finding_series[policy_index(*policy)][WAIVED].inc();
         }
         for policy in &decision.mutations {
             self.mutation_series[policy_index(*policy)].inc();
