@@ -27,7 +27,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::log_writer::LogWriter;
 use crate::admission::review::Operation;
 use crate::admission::Verdict;
-use crate::json_text::push_decimal;
+use crate::json_text::{push_decimal, push_escaped};
 use crate::metrics::Endpoint;
 use crate::policy::PolicyId;
 
@@ -242,11 +242,6 @@ impl DecisionLine<'_> {
         out.push_str(DECISION_TARGET);
         out.push_str("\"}\n");
     }
-}
-
-/// `value` escaped for the inside of a JSON string.
-fn push_escaped(out: &mut String, value: &str) {
-    crate::json_text::push_escaped(out, value);
 }
 
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it. The date and time up
