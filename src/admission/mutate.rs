@@ -43,14 +43,13 @@ pub fn mutate_decoded(
     snapshot: &Snapshot,
     request: &AdmissionRequest,
     decoded: Option<Box<Workload>>,
-    now: DateTime<Utc>,
+    // As `validate_decoded`'s; no default depends on the time.
+    _now: DateTime<Utc>,
 ) -> Decision {
     let rules = rules_of(snapshot, request);
     match prepare(request, &rules, decoded) {
         Prepared::Decided(decision) => decision,
-        Prepared::Workload(workload) => {
-            finish(snapshot, request, &rules, &workload, Vec::new(), now)
-        }
+        Prepared::Workload(workload) => finish(snapshot, request, &rules, &workload, Vec::new()),
     }
 }
 
@@ -91,7 +90,6 @@ pub fn finish(
     rules: &NamespaceRules,
     workload: &Workload,
     pins: Vec<PatchOperation>,
-    _now: DateTime<Utc>,
 ) -> Decision {
     let (mut ops, mut mutations) = Defaulter::new(&snapshot.config, &rules.modes, workload).run();
     if !pins.is_empty() {

