@@ -109,6 +109,13 @@ impl Findings<'_> {
     }
 
     /// A finding about a container; `field` is relative to the container.
+    ///
+    /// The three builders are cold and out of line, as is each policy's branch that calls
+    /// them: a compliant review runs none of it, and its instructions would otherwise share
+    /// cache lines with the checks that do run (callgrind counts every line a review touches
+    /// as an instruction-cache miss: ~1,000 more than the no-op's per review).
+    #[cold]
+    #[inline(never)]
     pub fn container(
         &mut self,
         kind: ContainerKind,
@@ -128,6 +135,8 @@ impl Findings<'_> {
     }
 
     /// A finding about the pod spec; `field` is relative to the pod spec.
+    #[cold]
+    #[inline(never)]
     pub fn pod(
         &mut self,
         field: &str,
@@ -145,6 +154,8 @@ impl Findings<'_> {
     }
 
     /// A finding about any other field, given as its full path.
+    #[cold]
+    #[inline(never)]
     pub fn object(
         &mut self,
         field: String,

@@ -260,12 +260,17 @@ fn deadline_exceeded(deadline: &Deadline, during: &str) -> Problem {
 
 /// The body of a review, once its Content-Type and size are checked.
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
+    // Compared as bytes: a String of the header is made only for the error.
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
+        .map_or(&b""[..], |v| v.as_bytes());
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if !essence.eq_ignore_ascii_case(b"application/json") {
+        let content_type = String::from_utf8_lossy(content_type).into_owned();
         return Err(Problem::ContentType(content_type));
     }
     let limit = state.limits.max_body_bytes;
@@ -560,5 +565,24 @@ mod tests {
             body.message.starts_with("request body is not valid JSON"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_media_type_is_compared_without_case_parameters_or_spaces() {
+        for accepted in ["Application/JSON", " application/json ; charset=utf-8"] {
+            let (status, text) = post("/validate", accepted, b"{").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{accepted}: {text}");
+        }
+        for refused in ["application/jsonx", "text/plain; application/json", ""] {
+            let (status, text) = post("/validate", refused, b"{}").await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{refused}: {text}"
+            );
+            let body: ErrorStatus = serde_json::from_str(&text).unwrap();
+            let expected = format!("Content-Type must be application/json, got {refused:?}");
+            assert_eq!(body.message, expected);
+        }
     }
 }
