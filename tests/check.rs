@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+
 fn check(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kube-baseline"))
         .arg("check")
@@ -261,16 +263,7 @@ fn every_overlay_of_the_webhook_passes_its_own_check() {
     );
     std::fs::write(&config, strict).unwrap();
     for env in ["dev", "staging", "prod"] {
-        let built = Command::new("kubectl")
-            .args(["kustomize", &format!("deploy/overlays/{env}")])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            built.status.success(),
-            "{env}: {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        let built = common::kustomize(env);
         let mut child = Command::new(env!("CARGO_BIN_EXE_kube-baseline"))
             .args([
                 "check",
@@ -289,7 +282,7 @@ fn every_overlay_of_the_webhook_passes_its_own_check() {
             .stdin
             .take()
             .unwrap()
-            .write_all(&built.stdout)
+            .write_all(built.as_bytes())
             .unwrap();
         let out = child.wait_with_output().unwrap();
         let text = stdout(&out);

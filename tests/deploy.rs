@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use kube_baseline::config::{Config, Mode};
 use kube_baseline::policy::{evaluate, PolicyId};
 use kube_baseline::workload::{Workload, WorkloadKind};
@@ -52,19 +54,7 @@ struct Build {
 
 impl Build {
     fn of(env: &'static str) -> Build {
-        let dir = root().join("deploy/overlays").join(env);
-        let out = Command::new("kubectl")
-            .arg("kustomize")
-            .arg(&dir)
-            .output()
-            .expect("kubectl is installed (it builds deploy/ with its embedded kustomize)");
-        assert!(
-            out.status.success(),
-            "kubectl kustomize {} failed:\n{}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("kustomize prints UTF-8");
+        let text = common::kustomize(env);
         let objects = serde_yaml::Deserializer::from_str(&text)
             .map(|doc| {
                 let yaml = serde_yaml::Value::deserialize(doc).expect("kustomize prints YAML");

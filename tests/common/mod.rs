@@ -162,3 +162,23 @@ pub fn assert_exposes_exactly_the_listed_metrics(text: &str) {
         "exposed but not in tests/data/metric-names.txt: {unlisted:?}"
     );
 }
+
+/// The webhook's own overlay `env` (dev, staging, prod) as `kubectl kustomize
+/// deploy/overlays/<env>` prints it: the YAML stream `kubectl apply -k` would send.
+pub fn kustomize(env: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/overlays")
+        .join(env);
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl is installed (it builds deploy/ with its embedded kustomize)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kustomize prints UTF-8")
+}
