@@ -107,7 +107,7 @@ fn display_name<'w>(w: &'w Workload<'_>) -> &'w str {
 
 /// Pushes a container's name in quotes, as `{:?}` writes it. A name as the API server allows
 /// it (a DNS label) has nothing to escape and is copied; anything else goes through `Debug`.
-fn push_quoted(out: &mut String, name: &str) {
+pub(crate) fn push_quoted(out: &mut String, name: &str) {
     if name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
@@ -149,7 +149,8 @@ pub fn warning(f: &Finding) -> String {
 
 /// Cut a line to [`MAX_WARNING_LEN`] characters with an ellipsis.
 pub fn truncate(line: String) -> String {
-    if line.chars().count() <= MAX_WARNING_LEN {
+    // No more bytes than the limit, so no more characters: nothing to count.
+    if line.len() <= MAX_WARNING_LEN || line.chars().count() <= MAX_WARNING_LEN {
         return line;
     }
     let mut cut: String = line.chars().take(MAX_WARNING_LEN - 1).collect();
@@ -170,6 +171,22 @@ mod tests {
             field: format!("spec.template.spec.containers[{i}].securityContext"),
             message: format!("message {i}").into(),
             fix: "set it".into(),
+        }
+    }
+
+    #[test]
+    fn a_warning_is_cut_to_the_limit_in_characters_not_bytes() {
+        let limit = MAX_WARNING_LEN;
+        for (line, expected) in [
+            ("a".repeat(limit), "a".repeat(limit)),
+            ("a".repeat(limit + 1), "a".repeat(limit - 1) + "…"),
+            // 200 bytes but 100 characters: kept whole.
+            ("é".repeat(100), "é".repeat(100)),
+            ("é".repeat(limit + 10), "é".repeat(limit - 1) + "…"),
+        ] {
+            let cut = truncate(line.clone());
+            assert_eq!(cut, expected, "{} bytes", line.len());
+            assert!(cut.chars().count() <= limit);
         }
     }
 

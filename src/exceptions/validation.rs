@@ -5,7 +5,7 @@
 //! time-and-ADR checks of [`check`]. So the webhook cannot accept what the registry would
 //! refuse, nor the other way round.
 
-use super::index::Globs;
+use super::index::{Glob, Globs};
 use chrono::{DateTime, Duration, Utc};
 use regex::Regex;
 
@@ -247,7 +247,7 @@ pub fn validate(
                 "\"*\" (every namespace) is refused (exceptions.allowAllNamespaces is false); name the namespaces",
             ));
         } else if is_glob(ns) {
-            match glob::Pattern::new(ns) {
+            match Glob::new(ns) {
                 Ok(g) => namespace_globs.push(g),
                 Err(e) => problems.push(Problem::new(field, format!("invalid glob: {e}"))),
             }
@@ -277,7 +277,7 @@ pub fn validate(
             problems.push(Problem::new(field, "must not be empty"));
             continue;
         }
-        match glob::Pattern::new(n) {
+        match Glob::new(n) {
             Ok(g) => name_globs.push(g),
             Err(e) => problems.push(Problem::new(field, format!("invalid glob: {e}"))),
         }

@@ -111,9 +111,10 @@ impl Findings<'_> {
     /// A finding about a container; `field` is relative to the container.
     ///
     /// The three builders are cold and out of line, as is each policy's branch that calls
-    /// them: a compliant review runs none of it, and its instructions would otherwise share
-    /// cache lines with the checks that do run (callgrind counts every line a review touches
-    /// as an instruction-cache miss: ~1,000 more than the no-op's per review).
+    /// them: a compliant review runs none of it, and inlined it would share cache lines with
+    /// the checks that do run. The review path is larger than the instruction cache, so
+    /// every line it touches is fetched again for each review (callgrind's cache
+    /// simulation: ~1,000 misses per review more than the no-op's; BENCHMARKS.md).
     #[cold]
     #[inline(never)]
     pub fn container(
