@@ -164,6 +164,11 @@ pub fn finish(
     let modes = &rules.modes;
     let mut findings = policy::evaluate(&snapshot.config, workload, modes);
     findings.extend(signature_findings);
+    // Nothing to decide: allowed as it is. `decide`, out of line, keeps the code of denials,
+    // warnings and waivers off the cache lines a compliant review runs (BENCHMARKS.md).
+    if findings.is_empty() {
+        return Decision::of(AdmissionResponse::allow(&request.uid), Verdict::Allowed);
+    }
     decide(
         snapshot,
         &request.uid,
@@ -183,26 +188,8 @@ pub const AUDIT_WAIVERS: &str = "waivers";
 /// Turn findings into a response: findings of exemptable policies covered by an active
 /// exception are waived (a warning each, audit annotations naming the ADRs); the remaining
 /// enforce findings → one denial, warn findings → warnings.
-pub(crate) fn decide(
-    snapshot: &Snapshot,
-    uid: &str,
-    workload: &Workload,
-    namespace: &str,
-    modes: &Modes,
-    findings: Vec<Finding>,
-    now: &Now,
-) -> Decision {
-    // Nothing to decide: allowed as it is. The rest, out of line, keeps the code of denials,
-    // warnings and waivers off the cache lines a compliant review runs (BENCHMARKS.md).
-    if findings.is_empty() {
-        return Decision::of(AdmissionResponse::allow(uid), Verdict::Allowed);
-    }
-    decide_findings(snapshot, uid, workload, namespace, modes, findings, now)
-}
-
-/// [`decide`] for a review with findings.
 #[inline(never)]
-fn decide_findings(
+pub(crate) fn decide(
     snapshot: &Snapshot,
     uid: &str,
     workload: &Workload,
