@@ -370,24 +370,7 @@ impl<'a> Parser<'a> {
             Some(b'r') => '\r',
             Some(b't') => '\t',
             Some(b'u') => {
-                let high = self.hex4(at + 1)?;
-                let (code, end) = match high {
-                    0xD800..=0xDBFF => {
-                        if self.bytes.get(at + 5..at + 7) != Some(b"\\u") {
-                            return Err(Bail);
-                        }
-                        let low = self.hex4(at + 7)?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return Err(Bail);
-                        }
-                        let code = 0x10000
-                            + ((u32::from(high) - 0xD800) << 10)
-                            + (u32::from(low) - 0xDC00);
-                        (code, at + 11)
-                    }
-                    0xDC00..=0xDFFF => return Err(Bail),
-                    _ => (u32::from(high), at + 5),
-                };
+                let (code, end) = self.unicode_escape(at)?;
                 out.push(char::from_u32(code).ok_or(Bail)?);
                 return Ok(end);
             }
@@ -395,6 +378,27 @@ impl<'a> Parser<'a> {
         };
         out.push(simple);
         Ok(at + 1)
+    }
+
+    /// The code point of the `\u` escape whose `u` is at `at`, and where the escape ends: a
+    /// surrogate pair is read whole, a lone surrogate refused, as serde_json refuses it.
+    fn unicode_escape(&self, at: usize) -> Scan<(u32, usize)> {
+        let high = self.hex4(at + 1)?;
+        match high {
+            0xD800..=0xDBFF => {
+                if self.bytes.get(at + 5..at + 7) != Some(b"\\u") {
+                    return Err(Bail);
+                }
+                let low = self.hex4(at + 7)?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    return Err(Bail);
+                }
+                let code = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
+                Ok((code, at + 11))
+            }
+            0xDC00..=0xDFFF => Err(Bail),
+            _ => Ok((u32::from(high), at + 5)),
+        }
     }
 
     fn hex4(&self, at: usize) -> Scan<u16> {
@@ -482,6 +486,30 @@ impl<'a> Parser<'a> {
             p.eat(b':')?;
             p.skip()
         })
+    }
+
+    /// A string that comes next, checked as [`Parser::string`] checks it (a lone surrogate
+    /// escape is refused, as serde_json refuses it in a string it reads) but not unescaped
+    /// nor kept. [`Parser::skip`] checks less, as serde_json does for a value it ignores.
+    pub fn skip_str(&mut self) -> Scan<()> {
+        let (_, mut at) = self.plain_run()?;
+        loop {
+            match self.bytes.get(at) {
+                Some(b'"') => {
+                    self.pos = at + 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    at = match self.bytes.get(at + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
+                        Some(b'u') => self.unicode_escape(at + 1)?.1,
+                        _ => return Err(Bail),
+                    };
+                    at = plain_end(self.bytes, at);
+                }
+                _ => return Err(Bail),
+            }
+        }
     }
 
     /// A string skipped, from its opening quote at `self.pos`.
@@ -716,7 +744,25 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<String>(text).is_err(), "{text}");
             assert_eq!(Parser::new(text).string(), Err(Bail), "{text}");
+            assert_eq!(Parser::new(text).skip_str(), Err(Bail), "{text}");
         }
+    }
+
+    #[test]
+    fn a_string_skipped_unread_ends_where_the_read_one_ends() {
+        for text in [
+            r#""plain" ,"#,
+            r#""a \"quoted\" word\n" ,"#,
+            r#""pair \ud83d\ude00 and \u00e9 and \/" ,"#,
+            r#""""#,
+        ] {
+            let mut read = Parser::new(text);
+            let mut skipped = Parser::new(text);
+            assert!(read.string().is_ok(), "{text}");
+            assert_eq!(skipped.skip_str(), Ok(()), "{text}");
+            assert_eq!(skipped.pos, read.pos, "{text}");
+        }
+        assert_eq!(Parser::new("1").skip_str(), Err(Bail), "not a string");
     }
 
     #[test]

@@ -192,6 +192,7 @@ struct PodMeta {
     generate_name: Option<Text<'static>>,
     namespace: Option<Text<'static>>,
     labels: Option<TextMap<'static>>,
+    #[serde(default, deserialize_with = "pod::read_annotations")]
     annotations: Option<TextMap<'static>>,
 }
 

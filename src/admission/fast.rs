@@ -240,7 +240,7 @@ mod tests {
         let body = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","extra":[1,-2.5e3,{"x":null}],
             "request":{"uid":"u\u002d1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE",
             "userInfo":{"username":"d\u00e9v","groups":["a","b\"c"],"extra":{"k":["v"]}},
-            "object":{"metadata":{"name":"p\ud83d\ude00","labels":{"a":"1","a":"2"},"annotations":{"x":"\u003ctag\u003e\n"}},
+            "object":{"metadata":{"name":"p\ud83d\ude00","labels":{"a":"1","a":"2"},"annotations":{"x":"\u003ctag\u003e\n","prometheus.io/path":"\/m\u0065trics\n"}},
             "spec":{"containers":[{"name":"c","image":"r/i:1","ports":[{"containerPort":0,"hostPort":null}],
             "resources":{"limits":{"cpu":"1","memory":null,"nvidia.com/gpu":"1"}},"securityContext":{"runAsUser":-1}}],
             "hostPID":true,"os":null,"volumes":[{"name":"v","hostPath":{"path":"/"}}]}},"dryRun":false}}"#;
@@ -249,9 +249,14 @@ mod tests {
         let workload = review.workload.unwrap();
         assert_eq!(workload.name, "p😀");
         assert_eq!(workload.pod_labels.get("a").map(|v| &**v), Some("2"));
+        // Only the annotations a policy reads are kept, unescaped.
+        assert_eq!(workload.pod_annotations.get("x"), None);
         assert_eq!(
-            workload.pod_annotations.get("x").map(|v| &**v),
-            Some("<tag>\n")
+            workload
+                .pod_annotations
+                .get("prometheus.io/path")
+                .map(|v| &**v),
+            Some("/metrics\n")
         );
         assert_eq!(review.request.user_info.groups, ["a", "b\"c"]);
     }
@@ -270,6 +275,8 @@ mod tests {
             r#"{"spec":{"template":{"spec":{"containers":[{"name":1}]}}}}"#,
             r#"{"spec":["not","an","object"]}"#,
             r#"{"metadata":{"name":"\ud800"}}"#,
+            // An annotation no policy reads must still be a string.
+            r#"{"spec":{"template":{"metadata":{"annotations":{"x":1}}}}}"#,
         ] {
             let body = base(object);
             assert!(decode_review_fast(&body).is_none(), "{body}");

@@ -4,6 +4,7 @@
 
 use super::Findings;
 use crate::config::MetricsEndpoint;
+use crate::workload::pod::PROMETHEUS_PATH;
 use crate::workload::Workload;
 
 pub(super) fn check(w: &Workload, params: &MetricsEndpoint, out: &mut Findings<'_>) {
@@ -36,11 +37,11 @@ pub(super) fn check(w: &Workload, params: &MetricsEndpoint, out: &mut Findings<'
             format!("name the metrics port {names}, e.g. {{name: http, containerPort: 8080}}"),
         );
     }
-    if let Some(path) = w.pod_annotations.get("prometheus.io/path") {
+    if let Some(path) = w.pod_annotations.get(PROMETHEUS_PATH) {
         if *path != params.path {
             out.object(
-                format!("{meta}.annotations[\"prometheus.io/path\"]"),
-                format!("prometheus.io/path is {path}"),
+                format!("{meta}.annotations[{PROMETHEUS_PATH:?}]"),
+                format!("{PROMETHEUS_PATH} is {path}"),
                 format!(
                     "serve metrics on {} and set it to {}",
                     params.path, params.path

@@ -103,6 +103,24 @@ fn string_map<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>) -> Scan<()> {
     })
 }
 
+/// `annotations` (or `null`), keeping only those a policy reads
+/// ([`is_read_annotation`](super::pod::is_read_annotation)); the others' values are checked
+/// to be strings and skipped, not unescaped.
+fn annotations<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>) -> Scan<()> {
+    map.clear();
+    unless_null(p, |p| {
+        p.object(|p, key| {
+            if super::pod::is_read_annotation(key) {
+                let value = p.string()?;
+                map.insert(Text::Borrowed(key), value);
+                Ok(())
+            } else {
+                p.skip_str()
+            }
+        })
+    })
+}
+
 /// `metadata`: name, generateName and namespace; for a Pod also its labels and annotations.
 fn metadata<'a>(
     p: &mut Parser<'a>,
@@ -115,7 +133,7 @@ fn metadata<'a>(
             "generateName" => opt_string(p, &mut meta.generate_name),
             "namespace" => opt_string(p, &mut meta.namespace),
             "labels" => string_map(p, &mut pod.pod_labels),
-            "annotations" => string_map(p, &mut pod.pod_annotations),
+            "annotations" => annotations(p, &mut pod.pod_annotations),
         }),
         None => fields!(p, |p| {
             "name" => opt_string(p, &mut meta.name),
@@ -161,7 +179,7 @@ fn template<'a>(p: &mut Parser<'a>, workload: &mut Workload<'a>) -> Scan<()> {
             "metadata" => unless_null(p, |p| {
                 fields!(p, |p| {
                     "labels" => string_map(p, &mut workload.pod_labels),
-                    "annotations" => string_map(p, &mut workload.pod_annotations),
+                    "annotations" => annotations(p, &mut workload.pod_annotations),
                 })
             }),
             "spec" => unless_null(p, |p| pod_spec(p, &mut workload.spec)),

@@ -83,6 +83,81 @@ impl<'de, 'a> Deserialize<'de> for TextMap<'a> {
     }
 }
 
+/// The annotation `metrics-endpoint` reads: the path Prometheus scrapes.
+pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
+
+/// The only annotations a workload keeps: the ones a policy reads. Every other annotation's
+/// value is checked to be a string and skipped. A Pod created with `kubectl apply` carries
+/// its whole manifest, escaped, in `kubectl.kubernetes.io/last-applied-configuration`:
+/// unescaped into a `String` it cost ~15,000 instructions, more than the policies and the
+/// answer together (BENCHMARKS.md).
+pub const READ_ANNOTATIONS: [&str; 1] = [PROMETHEUS_PATH];
+
+pub fn is_read_annotation(key: &str) -> bool {
+    READ_ANNOTATIONS.contains(&key)
+}
+
+/// `annotations` (or `null`), keeping only [`READ_ANNOTATIONS`]: serde's side of the fast
+/// decoder's reading of them.
+pub(crate) fn read_annotations<'de, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<TextMap<'a>>, D::Error> {
+    struct Read<'a>(TextMap<'a>);
+
+    impl<'de, 'a> Deserialize<'de> for Read<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Pairs<'a>(PhantomData<TextMap<'a>>);
+
+            impl<'de, 'a> Visitor<'de> for Pairs<'a> {
+                type Value = TextMap<'a>;
+
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a map of strings")
+                }
+
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut out = TextMap::default();
+                    while let Some(key) = map.next_key::<Text<'a>>()? {
+                        if is_read_annotation(&key) {
+                            out.insert(key, map.next_value()?);
+                        } else {
+                            map.next_value::<AnyString>()?;
+                        }
+                    }
+                    Ok(out)
+                }
+            }
+
+            deserializer.deserialize_map(Pairs(PhantomData)).map(Read)
+        }
+    }
+
+    Option::<Read<'a>>::deserialize(deserializer).map(|read| read.map(|Read(map)| map))
+}
+
+/// A string, checked and dropped.
+struct AnyString;
+
+impl<'de> Deserialize<'de> for AnyString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Any;
+
+        impl Visitor<'_> for Any {
+            type Value = AnyString;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<AnyString, E> {
+                Ok(AnyString)
+            }
+        }
+
+        deserializer.deserialize_str(Any)
+    }
+}
+
 /// A missing or `null` value as its type's default (k8s-openapi reads required lists so).
 fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -251,12 +326,34 @@ pub struct PodTemplateSpec<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct PodTemplateMeta<'a> {
     pub labels: Option<TextMap<'a>>,
+    #[serde(default, deserialize_with = "read_annotations")]
     pub annotations: Option<TextMap<'a>>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_annotations_a_policy_reads_are_kept_and_every_value_must_be_a_string() {
+        let read =
+            |json: &str| serde_json::from_str::<PodTemplateMeta>(json).map(|m| m.annotations);
+        let kept = read(
+            r#"{"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"a\":1}",
+                "prometheus.io/path":"/m","prometheus.io/path":"/metrics","team":"x"}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(kept.get(PROMETHEUS_PATH).map(|v| &**v), Some("/metrics"));
+        assert_eq!(kept.get("team"), None);
+        assert!(!kept.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+        assert_eq!(read(r#"{"annotations":null}"#).unwrap(), None);
+        assert_eq!(read("{}").unwrap(), None);
+        let wrong = read(r#"{"annotations":{"team":1}}"#).unwrap_err();
+        assert!(wrong.to_string().contains("expected a string"), "{wrong}");
+        let wrong = read(r#"{"annotations":["a"]}"#).unwrap_err();
+        assert!(wrong.to_string().contains("a map of strings"), "{wrong}");
+    }
 
     /// Every field read here, from a pod spec as the API server returns it, compared with
     /// what k8s-openapi's full types read from the same JSON: the reduced types must not
