@@ -492,42 +492,33 @@ impl<'a> Parser<'a> {
     /// escape is refused, as serde_json refuses it in a string it reads) but not unescaped
     /// nor kept. [`Parser::skip`] checks less, as serde_json does for a value it ignores.
     pub fn skip_str(&mut self) -> Scan<()> {
-        let (_, mut at) = self.plain_run()?;
-        loop {
-            match self.bytes.get(at) {
-                Some(b'"') => {
-                    self.pos = at + 1;
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    at = match self.bytes.get(at + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
-                        Some(b'u') => self.unicode_escape(at + 1)?.1,
-                        _ => return Err(Bail),
-                    };
-                    at = plain_end(self.bytes, at);
-                }
-                _ => return Err(Bail),
-            }
-        }
+        let (_, end) = self.plain_run()?;
+        self.skip_rest_of_string(end, true)
     }
 
     /// A string skipped, from its opening quote at `self.pos`.
     #[inline]
     fn skip_string(&mut self) -> Scan<()> {
         let end = plain_end(self.bytes, self.pos + 1);
-        if self.bytes.get(end) == Some(&b'"') {
-            self.pos = end + 1;
+        self.skip_rest_of_string(end, false)
+    }
+
+    /// The rest of a skipped string from the end of its first plain run at `at`; with
+    /// `surrogates`, a `\u` escape must also be a whole code point.
+    #[inline(always)]
+    fn skip_rest_of_string(&mut self, at: usize, surrogates: bool) -> Scan<()> {
+        if self.bytes.get(at) == Some(&b'"') {
+            self.pos = at + 1;
             Ok(())
         } else {
-            self.skip_escaped_string(end)
+            self.skip_escaped_string(at, surrogates)
         }
     }
 
-    /// The rest of a skipped string from the end of its first plain run at `at`.
+    /// [`Parser::skip_rest_of_string`] past its first escape.
     #[cold]
     #[inline(never)]
-    fn skip_escaped_string(&mut self, mut at: usize) -> Scan<()> {
+    fn skip_escaped_string(&mut self, mut at: usize, surrogates: bool) -> Scan<()> {
         loop {
             at = plain_end(self.bytes, at);
             match self.bytes.get(at) {
@@ -538,6 +529,7 @@ impl<'a> Parser<'a> {
                 Some(b'\\') => {
                     at = match self.bytes.get(at + 1) {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
+                        Some(b'u') if surrogates => self.unicode_escape(at + 1)?.1,
                         Some(b'u') => self.hex4(at + 2).map(|_| at + 6)?,
                         _ => return Err(Bail),
                     }

@@ -61,25 +61,43 @@ impl<'a> TextMap<'a> {
 
 impl<'de, 'a> Deserialize<'de> for TextMap<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Pairs<'a>(PhantomData<TextMap<'a>>);
+        deserializer.deserialize_map(Pairs::keeping(|_| true))
+    }
+}
 
-        impl<'de, 'a> Visitor<'de> for Pairs<'a> {
-            type Value = TextMap<'a>;
+/// A map of strings read into a [`TextMap`], keeping the pairs whose key `keep` accepts; the
+/// others' values are checked to be strings and dropped.
+struct Pairs<'a> {
+    keep: fn(&str) -> bool,
+    map: PhantomData<TextMap<'a>>,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of strings")
-            }
+impl Pairs<'_> {
+    fn keeping(keep: fn(&str) -> bool) -> Self {
+        Pairs {
+            keep,
+            map: PhantomData,
+        }
+    }
+}
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = TextMap::default();
-                while let Some((key, value)) = map.next_entry()? {
-                    out.insert(key, value);
-                }
-                Ok(out)
+impl<'de, 'a> Visitor<'de> for Pairs<'a> {
+    type Value = TextMap<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of strings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = TextMap::default();
+        while let Some(key) = map.next_key::<Text<'a>>()? {
+            if (self.keep)(&key) {
+                out.insert(key, map.next_value()?);
+            } else {
+                map.next_value::<AnyString>()?;
             }
         }
-
-        deserializer.deserialize_map(Pairs(PhantomData))
+        Ok(out)
     }
 }
 
@@ -106,29 +124,9 @@ pub(crate) fn read_annotations<'de, 'a, D: Deserializer<'de>>(
 
     impl<'de, 'a> Deserialize<'de> for Read<'a> {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct Pairs<'a>(PhantomData<TextMap<'a>>);
-
-            impl<'de, 'a> Visitor<'de> for Pairs<'a> {
-                type Value = TextMap<'a>;
-
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a map of strings")
-                }
-
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                    let mut out = TextMap::default();
-                    while let Some(key) = map.next_key::<Text<'a>>()? {
-                        if is_read_annotation(&key) {
-                            out.insert(key, map.next_value()?);
-                        } else {
-                            map.next_value::<AnyString>()?;
-                        }
-                    }
-                    Ok(out)
-                }
-            }
-
-            deserializer.deserialize_map(Pairs(PhantomData)).map(Read)
+            deserializer
+                .deserialize_map(Pairs::keeping(is_read_annotation))
+                .map(Read)
         }
     }
 
