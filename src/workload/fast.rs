@@ -4,7 +4,7 @@
 //! gives up where serde would refuse: a duplicate field, a wrong JSON type.
 
 use super::pod::{
-    Capabilities, Container, ContainerPort, EphemeralContainer, HTTPGetAction,
+    is_read_annotation, Capabilities, Container, ContainerPort, EphemeralContainer, HTTPGetAction,
     HostPathVolumeSource, PodOS, PodSecurityContext, PodSpec, Probe, Quantity, ResourceList,
     ResourceRequirements, SeccompProfile, SecurityContext, Text, TextMap, Texts, Volume,
 };
@@ -91,11 +91,16 @@ fn opt_quantity<'a>(p: &mut Parser<'a>, slot: &mut Option<Quantity<'a>>) -> Scan
 }
 
 /// A `map[string]string` (labels, annotations), `null` as empty: later duplicates win, as
-/// in serde's map.
-fn string_map<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>) -> Scan<()> {
+/// in serde's map. Only the pairs whose key `keep` accepts are kept; the others' values are
+/// checked to be strings and skipped, not unescaped (annotations: only those a policy reads,
+/// [`is_read_annotation`](super::pod::is_read_annotation)).
+fn string_map<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>, keep: fn(&str) -> bool) -> Scan<()> {
     map.clear();
     unless_null(p, |p| {
         p.object(|p, key| {
+            if !keep(key) {
+                return p.skip_str();
+            }
             let value = p.string()?;
             map.insert(Text::Borrowed(key), value);
             Ok(())
@@ -103,22 +108,9 @@ fn string_map<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>) -> Scan<()> {
     })
 }
 
-/// `annotations` (or `null`), keeping only those a policy reads
-/// ([`is_read_annotation`](super::pod::is_read_annotation)); the others' values are checked
-/// to be strings and skipped, not unescaped.
-fn annotations<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>) -> Scan<()> {
-    map.clear();
-    unless_null(p, |p| {
-        p.object(|p, key| {
-            if super::pod::is_read_annotation(key) {
-                let value = p.string()?;
-                map.insert(Text::Borrowed(key), value);
-                Ok(())
-            } else {
-                p.skip_str()
-            }
-        })
-    })
+/// Every label is kept: `metrics-endpoint` reads the one the configuration names.
+fn every_label(_: &str) -> bool {
+    true
 }
 
 /// `metadata`: name, generateName and namespace; for a Pod also its labels and annotations.
@@ -132,8 +124,8 @@ fn metadata<'a>(
             "name" => opt_string(p, &mut meta.name),
             "generateName" => opt_string(p, &mut meta.generate_name),
             "namespace" => opt_string(p, &mut meta.namespace),
-            "labels" => string_map(p, &mut pod.pod_labels),
-            "annotations" => annotations(p, &mut pod.pod_annotations),
+            "labels" => string_map(p, &mut pod.pod_labels, every_label),
+            "annotations" => string_map(p, &mut pod.pod_annotations, is_read_annotation),
         }),
         None => fields!(p, |p| {
             "name" => opt_string(p, &mut meta.name),
@@ -178,8 +170,10 @@ fn template<'a>(p: &mut Parser<'a>, workload: &mut Workload<'a>) -> Scan<()> {
         fields!(p, |p| {
             "metadata" => unless_null(p, |p| {
                 fields!(p, |p| {
-                    "labels" => string_map(p, &mut workload.pod_labels),
-                    "annotations" => annotations(p, &mut workload.pod_annotations),
+                    "labels" => string_map(p, &mut workload.pod_labels, every_label),
+                    "annotations" => {
+                        string_map(p, &mut workload.pod_annotations, is_read_annotation)
+                    }
                 })
             }),
             "spec" => unless_null(p, |p| pod_spec(p, &mut workload.spec)),
