@@ -156,13 +156,19 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Compact JSON, as the API server sends it, has no whitespace: one comparison, and the
+    /// loop past whitespace is a function of its own rather than inlined at every call site.
     #[inline(always)]
     fn skip_whitespace(&mut self) {
-        // Compact JSON, as the API server sends it, has none: one comparison.
-        while let Some(&byte) = self.bytes.get(self.pos) {
-            if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
-                break;
-            }
+        if self.bytes.get(self.pos).is_some_and(|&byte| byte <= b' ') {
+            self.skip_whitespace_run();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn skip_whitespace_run(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
             self.pos += 1;
         }
     }
@@ -170,7 +176,16 @@ impl<'a> Parser<'a> {
     /// The next byte that is not whitespace, not consumed.
     #[inline(always)]
     pub fn peek(&mut self) -> Scan<u8> {
-        self.skip_whitespace();
+        match self.bytes.get(self.pos) {
+            Some(&byte) if byte > b' ' => Ok(byte),
+            _ => self.peek_past_whitespace(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn peek_past_whitespace(&mut self) -> Scan<u8> {
+        self.skip_whitespace_run();
         self.bytes.get(self.pos).copied().ok_or(Bail)
     }
 
@@ -287,6 +302,15 @@ impl<'a> Parser<'a> {
         } else {
             false
         }
+    }
+
+    /// A member whose key no reader lists: its key, colon and value skipped. Out of line, one
+    /// copy for every [`fields!`] rather than one inlined in each.
+    #[inline(never)]
+    pub fn skip_member(&mut self) -> Scan<()> {
+        self.key()?;
+        self.colon()?;
+        self.skip()
     }
 
     /// The `:` after a key.
@@ -635,9 +659,7 @@ macro_rules! fields {
                     return $read;
                 }
             )*
-            $p.key()?;
-            $p.colon()?;
-            $p.skip()
+            $p.skip_member()
         })
     }};
 }

@@ -367,6 +367,9 @@ async fn signatures(
     }
 }
 
+/// Out of line and cold: a review that is answered normally runs none of it.
+#[cold]
+#[inline(never)]
 fn refuse(
     state: &AppState,
     endpoint: Endpoint,
