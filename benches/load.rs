@@ -49,7 +49,7 @@ cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
                             [--pace-us N] [--rounds N] [--calibrate NS[,NS...]]
                             [--interleave N] [--slice N]
-                            [--exceptions N] [--only h2|h1] [--dump-mix DIR]
+                            [--exceptions N] [--only h2|h1] [--pin] [--dump-mix DIR]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
 #[derive(Debug, Clone)]
@@ -83,6 +83,9 @@ struct Options {
     /// Exceptions written for the memory run.
     exceptions: usize,
     protocols: Vec<Protocol>,
+    /// The client on the first CPU and the servers on the second (`taskset`), instead of
+    /// both on both: what the servers do without the client's threads between them.
+    pin: bool,
     /// Write the mix's reviews into this directory (for h2load, callgrind) and exit.
     dump_mix: Option<PathBuf>,
 }
@@ -104,6 +107,7 @@ impl Default for Options {
             slice: 2_000,
             exceptions: 10_000,
             protocols: vec![Protocol::H2, Protocol::H1],
+            pin: false,
             dump_mix: None,
         }
     }
@@ -150,6 +154,7 @@ fn options() -> Options {
                 }
             }
             "--dump-mix" => o.dump_mix = Some(PathBuf::from(value(&arg))),
+            "--pin" => o.pin = true,
             "--only" => {
                 o.protocols = match value(&arg).as_str() {
                     "h2" => vec![Protocol::H2],
@@ -284,8 +289,19 @@ fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kube-baseline"))
 }
 
-fn spawn(bin: &Path, certs: &Path, flavour: Flavour, extra: &[String]) -> Child {
-    let mut command = Command::new(bin);
+/// The CPU the servers run on with `--pin`; the client runs on [`CLIENT_CPU`].
+const SERVER_CPU: &str = "1";
+const CLIENT_CPU: &str = "0";
+
+fn spawn(bin: &Path, certs: &Path, flavour: Flavour, extra: &[String], pin: bool) -> Child {
+    // `taskset` execs the server in its own process: the pid stays the server's.
+    let mut command = if pin {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", SERVER_CPU]).arg(bin);
+        taskset
+    } else {
+        Command::new(bin)
+    };
     command
         .arg("serve")
         .arg("--tls-cert")
@@ -753,7 +769,7 @@ impl Bench {
     }
 
     fn run(&self, flavour: Flavour, protocol: Protocol, open: &[Open], extra: &[String]) -> Run {
-        let child = spawn(&self.bin, &self.certs, flavour, extra);
+        let child = spawn(&self.bin, &self.certs, flavour, extra, self.options.pin);
         std::thread::sleep(Duration::from_millis(200));
         let idle_rss_kib = status_kib(child.pid, "VmRSS");
         let o = &self.options;
@@ -827,8 +843,14 @@ impl Bench {
     fn interleaved(&self, protocol: Protocol) -> Interleaved {
         let o = &self.options;
         let children = [
-            spawn(&self.bin, &self.certs, Flavour::Noop, &[]),
-            spawn(&self.bin, &self.certs, Flavour::Webhook, &[]),
+            spawn(&self.bin, &self.certs, Flavour::Noop, &[], self.options.pin),
+            spawn(
+                &self.bin,
+                &self.certs,
+                Flavour::Webhook,
+                &[],
+                self.options.pin,
+            ),
         ];
         self.runtime.block_on(async {
             let mut conns = Vec::with_capacity(2);
@@ -1184,6 +1206,20 @@ fn exceptions_run(bench: &Bench, scratch: &Path) -> ExceptionsResult {
     }
 }
 
+/// Binds this process's main thread, and so every thread it starts later (the client's
+/// runtime, the log drains), to [`CLIENT_CPU`]. The servers get [`SERVER_CPU`] in [`spawn`];
+/// each sees one CPU, so its runtime starts one worker thread.
+fn pin_client(cpus: usize) {
+    assert!(cpus >= 2, "--pin needs two CPUs");
+    let status = Command::new("taskset")
+        .args(["-p", "-c", CLIENT_CPU])
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("--pin runs taskset (util-linux): {e}"));
+    assert!(status.success(), "taskset -p -c {CLIENT_CPU}: {status}");
+}
+
 // ---------------------------------------------------------------------------------------
 
 fn main() {
@@ -1218,6 +1254,10 @@ fn main() {
     for cert in rustls_pemfile::certs(&mut generated.ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA");
     }
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if options.pin {
+        pin_client(cpus);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.client_threads.max(1))
         .enable_all()
@@ -1226,10 +1266,16 @@ fn main() {
 
     println!("kube-baseline load bench: {}", bin.display());
     println!(
-        "{} CPUs online; load average at start {} (1/5/15 min)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "{cpus} CPUs online; load average at start {} (1/5/15 min)",
         load_average()
     );
+    if options.pin {
+        println!(
+            "--pin: the client on CPU {CLIENT_CPU} ({} runtime threads), each server on CPU \
+             {SERVER_CPU} (one worker thread)",
+            options.client_threads.max(1)
+        );
+    }
     let started = Instant::now();
     let bench = Bench {
         options: options.clone(),
