@@ -4,9 +4,10 @@
 //! gives up where serde would refuse: a duplicate field, a wrong JSON type.
 
 use super::pod::{
-    is_read_annotation, Capabilities, Container, ContainerPort, EphemeralContainer, HTTPGetAction,
-    HostPathVolumeSource, PodOS, PodSecurityContext, PodSpec, Probe, Quantity, ResourceList,
-    ResourceRequirements, SeccompProfile, SecurityContext, Text, TextMap, Texts, Volume,
+    every_label, is_read_annotation, Capabilities, Container, ContainerPort, EphemeralContainer,
+    HTTPGetAction, HostPathVolumeSource, PodOS, PodSecurityContext, PodSpec, Probe, Quantity,
+    ResourceList, ResourceRequirements, SeccompProfile, SecurityContext, Text, TextMap, Texts,
+    Volume,
 };
 use super::{Workload, WorkloadKind};
 use crate::scan::{fields, Parser, Scan};
@@ -106,11 +107,6 @@ fn string_map<'a>(p: &mut Parser<'a>, map: &mut TextMap<'a>, keep: fn(&str) -> b
             Ok(())
         })
     })
-}
-
-/// Every label is kept: `metrics-endpoint` reads the one the configuration names.
-fn every_label(_: &str) -> bool {
-    true
 }
 
 /// `metadata`: name, generateName and namespace; for a Pod also its labels and annotations.

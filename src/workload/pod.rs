@@ -61,7 +61,7 @@ impl<'a> TextMap<'a> {
 
 impl<'de, 'a> Deserialize<'de> for TextMap<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(Pairs::keeping(|_| true))
+        deserializer.deserialize_map(Pairs::keeping(every_label))
     }
 }
 
@@ -113,6 +113,12 @@ pub const READ_ANNOTATIONS: [&str; 1] = [PROMETHEUS_PATH];
 
 pub fn is_read_annotation(key: &str) -> bool {
     READ_ANNOTATIONS.contains(&key)
+}
+
+/// Every label is kept (and every pair of a map read whole): `metrics-endpoint` reads the
+/// label the configuration names.
+pub fn every_label(_: &str) -> bool {
+    true
 }
 
 /// `annotations` (or `null`), keeping only [`READ_ANNOTATIONS`]: serde's side of the fast
