@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// with glibc that was 17% of the server's instructions per review on a built Deployment
 /// (callgrind: 150k against 124k with jemalloc), for 2 MiB more resident memory. mimalloc
 /// was as fast but held 10 MiB more idle and 20 MiB more with 10,000 exceptions
-/// (BENCHMARKS.md).
+/// (docs/benchmarks-history.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

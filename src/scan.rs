@@ -4,7 +4,7 @@
 //! serde_json through `#[derive(Deserialize)]` spent most of a review's own time there: each
 //! nested struct is built in the visitor's locals, returned in a `Result`, wrapped in an
 //! `Option` and moved into its parent, and every key and skipped value goes through the
-//! generic `Visitor` machinery (BENCHMARKS.md). The decoders built on this parser
+//! generic `Visitor` machinery (docs/benchmarks-history.md). The decoders built on this parser
 //! (`admission::review::fast`, `workload::fast`) fill the same types in place.
 //!
 //! The parser only has to be right when it succeeds. Anything it does not handle the way

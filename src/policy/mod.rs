@@ -114,7 +114,7 @@ impl Findings<'_> {
     /// them: a compliant review runs none of it, and inlined it would share cache lines with
     /// the checks that do run. The review path is larger than the instruction cache, so
     /// every line it touches is fetched again for each review (callgrind's cache
-    /// simulation: ~1,000 misses per review more than the no-op's; BENCHMARKS.md).
+    /// simulation: ~1,000 misses per review more than the no-op's; docs/benchmarks-history.md).
     #[cold]
     #[inline(never)]
     pub fn container(

@@ -8,7 +8,7 @@
 //! mutex that only the writer thread also takes, once per batch. With one buffer shared by
 //! the worker threads, its lock and its last cache lines moved from core to core with every
 //! line: ~10 ns a line on the two vCPUs where it was measured, one lock serializing every
-//! worker on a machine with more cores (BENCHMARKS.md). Only the first line after
+//! worker on a machine with more cores (docs/benchmarks-history.md). Only the first line after
 //! the writer went to sleep wakes it, and the writer waits [`BATCH_INTERVAL`] after each write
 //! so that lines accumulate: at most a few hundred batches a second whatever the review rate,
 //! and a line reaches stdout within milliseconds.

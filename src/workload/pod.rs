@@ -5,7 +5,7 @@
 //! of the object: each `env` entry, volume mount, toleration and probe timing becomes a
 //! `String` or a nested struct, allocated and then dropped unread. Here the JSON parser skips
 //! what is not listed without building it, which took the object's decode from the largest
-//! part of a review to a small one (BENCHMARKS.md). The strings it keeps are [`Text`]: in
+//! part of a review to a small one (docs/benchmarks-history.md). The strings it keeps are [`Text`]: in
 //! the webhook, slices of the review's body wherever the JSON string has no escape, so that
 //! reading a container's name, image, quantities and probe paths allocates nothing and
 //! dropping the workload frees nothing but its vectors. Types read by serde (`check`'s YAML,
@@ -108,7 +108,7 @@ pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
 /// value is checked to be a string and skipped. A Pod created with `kubectl apply` carries
 /// its whole manifest, escaped, in `kubectl.kubernetes.io/last-applied-configuration`:
 /// unescaped into a `String` it cost ~15,000 instructions, more than the policies and the
-/// answer together (BENCHMARKS.md).
+/// answer together (docs/benchmarks-history.md).
 pub const READ_ANNOTATIONS: [&str; 1] = [PROMETHEUS_PATH];
 
 pub fn is_read_annotation(key: &str) -> bool {

@@ -168,7 +168,7 @@ impl FileSource {
             let mut loaded = read_documents(&text, &origin);
             // Kept until the file changes: without the spare capacity of the vector's
             // growth (room for 4 objects of ~600 bytes for a file of one), which was half
-            // the heap with 10,000 one-exception files (massif, BENCHMARKS.md).
+            // the heap with 10,000 one-exception files (massif, docs/benchmarks-history.md).
             loaded.shrink_to_fit();
             let problems: Vec<String> = loaded
                 .iter()
