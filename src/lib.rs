@@ -17,4 +17,6 @@ pub mod quantity;
 mod scan;
 pub mod server;
 pub mod signature;
+#[cfg(test)]
+mod testing;
 pub mod workload;

@@ -155,6 +155,7 @@ mod tests {
     use crate::admission::review::{
         decode, decode_envelope, decode_review_fast, decode_review_serde, DecodeError, Review,
     };
+    use crate::testing::Rng;
 
     fn captured() -> Vec<(String, String)> {
         crate::admission::CAPTURED_COMPLIANT
@@ -291,22 +292,6 @@ mod tests {
             decode_review_fast(no_uid),
             Some(Err(DecodeError::MissingUid))
         ));
-    }
-
-    /// A small deterministic generator (xorshift64*), so that a failure can be replayed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     /// Pieces of JSON that the mutations drop into a body.
