@@ -22,6 +22,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/signature/harness.rs"]
+mod harness;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,7 +51,8 @@ cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
                             [--pace-us N] [--rounds N] [--calibrate NS[,NS...]]
                             [--interleave N] [--slice N]
-                            [--exceptions N] [--only h2|h1] [--pin] [--dump-mix DIR]
+                            [--exceptions N] [--no-signatures] [--only h2|h1] [--pin]
+                            [--dump-mix DIR]
   KUBE_BASELINE_BIN=path   use this binary instead of the one cargo built";
 
 #[derive(Debug, Clone)]
@@ -82,6 +85,9 @@ struct Options {
     slice: usize,
     /// Exceptions written for the memory run.
     exceptions: usize,
+    /// Run kube-baseline with `image-signature` off and enforced on a signed mix (needs
+    /// Debian's `docker-registry`; skipped with a note without it).
+    signatures: bool,
     protocols: Vec<Protocol>,
     /// The client on the first CPU and the servers on the second (`taskset`), instead of
     /// both on both: what the servers do without the client's threads between them.
@@ -106,6 +112,7 @@ impl Default for Options {
             interleave: 20,
             slice: 2_000,
             exceptions: 10_000,
+            signatures: true,
             protocols: vec![Protocol::H2, Protocol::H1],
             pin: false,
             dump_mix: None,
@@ -155,6 +162,7 @@ fn options() -> Options {
             }
             "--dump-mix" => o.dump_mix = Some(PathBuf::from(value(&arg))),
             "--pin" => o.pin = true,
+            "--no-signatures" => o.signatures = false,
             "--only" => {
                 o.protocols = match value(&arg).as_str() {
                     "h2" => vec![Protocol::H2],
@@ -769,18 +777,30 @@ impl Bench {
     }
 
     fn run(&self, flavour: Flavour, protocol: Protocol, open: &[Open], extra: &[String]) -> Run {
+        self.run_reviews(&self.reviews, flavour, protocol, open, extra)
+    }
+
+    /// [`Bench::run`] with other reviews than the mix.
+    fn run_reviews(
+        &self,
+        reviews: &Arc<Vec<Bytes>>,
+        flavour: Flavour,
+        protocol: Protocol,
+        open: &[Open],
+        extra: &[String],
+    ) -> Run {
         let child = spawn(&self.bin, &self.certs, flavour, extra, self.options.pin);
         std::thread::sleep(Duration::from_millis(200));
         let idle_rss_kib = status_kib(child.pid, "VmRSS");
         let o = &self.options;
         self.runtime.block_on(async {
             let conns = Connections::open(child.addr, self.client(protocol), protocol, o).await;
-            closed_loop(&conns, &self.reviews, o.warmup, o.concurrency).await;
+            closed_loop(&conns, reviews, o.warmup, o.concurrency).await;
             let cpu_before = cpu_seconds(child.pid, self.ticks);
             let writes_before = write_syscalls(child.pid);
             let client_before = cpu_seconds(std::process::id(), self.ticks);
             let machine_before = machine_jiffies();
-            let closed = closed_loop(&conns, &self.reviews, o.requests, o.concurrency).await;
+            let closed = closed_loop(&conns, reviews, o.requests, o.concurrency).await;
             let cpu = cpu_seconds(child.pid, self.ticks) - cpu_before;
             let writes = write_syscalls(child.pid).saturating_sub(writes_before);
             let client_cpu = cpu_seconds(std::process::id(), self.ticks) - client_before;
@@ -794,7 +814,7 @@ impl Bench {
                     Open::HalfOfOwnPeak => closed.throughput() / 2.0,
                     Open::Rate(rate) => rate,
                 };
-                let measured = open_loop(&conns, &self.reviews, rate, o.open_seconds, o.pace).await;
+                let measured = open_loop(&conns, reviews, rate, o.open_seconds, o.pace).await;
                 phases.push((rate, measured));
             }
             Run {
@@ -1206,6 +1226,166 @@ fn exceptions_run(bench: &Bench, scratch: &Path) -> ExceptionsResult {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The image-signature run.
+
+/// kube-baseline on the mix with every image pinned to one signed image, `image-signature`
+/// off and then enforced, in alternating fresh processes over HTTP/2: what verification
+/// costs once the verifier's cache holds the digest, the steady state after `/mutate` has
+/// pinned a workload (the first review of each process asks the registry).
+struct SignaturesRun {
+    image: String,
+    /// The first pair: signatures off, then enforced.
+    first: Box<[Run; 2]>,
+    /// Throughput ratio (enforced ÷ off) of each pair.
+    ratios: Vec<f64>,
+}
+
+enum SignaturesResult {
+    Measured(SignaturesRun),
+    Skipped(String),
+}
+
+/// The embedded configuration with `image-signature` enforced for every image, the cosign
+/// key `public_pem` as its authority and `host` as a plain-HTTP registry.
+fn signature_config(host: &str, public_pem: &str) -> String {
+    use serde_yaml::{Mapping, Value};
+    let mut config: Value = serde_yaml::from_str(include_str!("../policies/baseline.yaml"))
+        .expect("the embedded policies/baseline.yaml is YAML");
+    let policy = &mut config["policies"]["image-signature"];
+    policy["mode"] = "enforce".into();
+    policy["images"] = Value::Sequence(vec!["*".into()]);
+    let mut authority = Mapping::new();
+    authority.insert("name".into(), "bench-key".into());
+    authority.insert("key".into(), public_pem.into());
+    policy["authorities"] = Value::Sequence(vec![authority.into()]);
+    let mut plain = Mapping::new();
+    plain.insert("insecure".into(), true.into());
+    let mut registries = Mapping::new();
+    registries.insert(host.into(), plain.into());
+    policy["registries"] = registries.into();
+    serde_yaml::to_string(&config).expect("YAML")
+}
+
+/// `review` with the image of every container, init container and ephemeral container of
+/// its object replaced by `image`.
+fn with_image(review: &[u8], image: &str) -> Bytes {
+    fn walk(value: &mut serde_json::Value, image: &str) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for key in ["containers", "initContainers", "ephemeralContainers"] {
+                    if let Some(serde_json::Value::Array(list)) = map.get_mut(key) {
+                        for container in list.iter_mut().filter_map(|c| c.as_object_mut()) {
+                            container.insert("image".to_owned(), image.into());
+                        }
+                    }
+                }
+                map.values_mut().for_each(|v| walk(v, image));
+            }
+            serde_json::Value::Array(list) => list.iter_mut().for_each(|v| walk(v, image)),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(review).expect("a review of the mix");
+    walk(&mut value["request"]["object"], image);
+    Bytes::from(serde_json::to_vec(&value).expect("JSON"))
+}
+
+fn signatures_run(bench: &Bench, scratch: &Path) -> SignaturesResult {
+    if !bench.options.signatures {
+        return SignaturesResult::Skipped("--no-signatures".to_owned());
+    }
+    if Command::new("docker-registry")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return SignaturesResult::Skipped(
+            "Debian's docker-registry is not installed (apt-get install docker-registry)"
+                .to_owned(),
+        );
+    }
+    let registry = harness::TestRegistry::start();
+    let key = harness::TestKey::generate();
+    let digest = bench.runtime.block_on(async {
+        let digest = registry.push_image("bench/app", "1.0", "load bench").await;
+        registry.sign("bench/app", &digest, &key).await;
+        digest
+    });
+    let image = format!("{}/bench/app:1.0@{digest}", registry.host());
+    let config = scratch.join("signatures.yaml");
+    std::fs::write(&config, signature_config(&registry.host(), &key.public_pem))
+        .expect("write the configuration");
+    let reviews: Arc<Vec<Bytes>> = Arc::new(mix().iter().map(|r| with_image(r, &image)).collect());
+    let enforced = ["--config".to_owned(), config.display().to_string()];
+    let pair = || {
+        let off = bench.run_reviews(&reviews, Flavour::Webhook, Protocol::H2, &[], &[]);
+        let on = bench.run_reviews(&reviews, Flavour::Webhook, Protocol::H2, &[], &enforced);
+        // A verification that failed would deny every review, not the mix's violating tenth.
+        assert_eq!(
+            on.closed.denied, off.closed.denied,
+            "with image-signature enforced, reviews were denied that were allowed with it off: \
+             {image} did not verify"
+        );
+        [off, on]
+    };
+    let first = pair();
+    let mut ratios = vec![first[1].closed.throughput() / first[0].closed.throughput()];
+    for _ in 1..bench.options.rounds {
+        let [off, on] = pair();
+        ratios.push(on.closed.throughput() / off.closed.throughput());
+    }
+    SignaturesResult::Measured(SignaturesRun {
+        image,
+        first: Box::new(first),
+        ratios,
+    })
+}
+
+fn print_signatures(result: &SignaturesResult) {
+    println!();
+    let run = match result {
+        SignaturesResult::Measured(run) => run,
+        SignaturesResult::Skipped(why) => {
+            println!("Image signatures: not measured ({why}).");
+            return;
+        }
+    };
+    println!(
+        "Image signatures: kube-baseline on the mix with every image pinned to {} (signed with \
+         a cosign key, in a docker-registry on loopback), image-signature off then enforced, \
+         HTTP/2 closed loop; the verifier's cache holds the digest after the first review:",
+        run.image
+    );
+    println!();
+    println!("| image-signature | reviews/s | p50 ms | p99 ms | CPU s / 1k reviews | peak RSS MiB | denied |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in [("off", &run.first[0]), ("enforced", &run.first[1])] {
+        let c = &r.closed;
+        println!(
+            "| {name} | {:.0} | {} | {} | {:.3} | {} | {:.1}% |",
+            c.throughput(),
+            ms(c.percentile(50.0)),
+            ms(c.percentile(99.0)),
+            r.cpu_per_1k,
+            mib(r.peak_rss_kib),
+            100.0 * c.denied as f64 / c.latencies.len() as f64,
+        );
+    }
+    let [off, on] = &*run.first;
+    println!(
+        "| *enforced ÷ off* | {} | | | {} | {} | |",
+        ratio(on.closed.throughput(), off.closed.throughput()),
+        ratio(on.cpu_per_1k, off.cpu_per_1k),
+        ratio(on.peak_rss_kib as f64, off.peak_rss_kib as f64),
+    );
+    println!();
+    println!(
+        "- throughput, enforced ÷ off, in alternating pairs: {}",
+        ratios_and_median(&run.ratios)
+    );
+}
+
 /// Binds this process's main thread, and so every thread it starts later (the client's
 /// runtime, the log drains), to [`CLIENT_CPU`]. The servers get [`SERVER_CPU`] in [`spawn`];
 /// each sees one CPU, so its runtime starts one worker thread.
@@ -1331,7 +1511,9 @@ fn main() {
             .collect()
     };
     let exceptions = exceptions_run(&bench, scratch.path());
+    let signatures = signatures_run(&bench, scratch.path());
     print_tables(&options, &runs, &exceptions);
+    print_signatures(&signatures);
     print_rounds(&rounds);
     print_interleaved(&options, &interleaved);
     print_calibration(&calibration);
