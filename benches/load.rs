@@ -15,7 +15,10 @@
 //! work per review costs in this bench's ratio. Last, `--interleave N` runs both servers at
 //! once and alternates the closed loop between them in short slices, so that the machine's
 //! drift falls on both alike (see [`Bench::interleaved`]). The reviews are a fixed mix of
-//! Deployments and Pods built from `tests/data`, 10% of them violating.
+//! Deployments and Pods built from `tests/data`, 10% of them violating. Then a server with
+//! 10,000 exceptions loaded ([`exceptions_run`]), and kube-baseline with `image-signature`
+//! off and enforced on the mix with its images pinned to a signed one in a real registry
+//! ([`signatures_run`]).
 //!
 //! The server writes its JSON logs (one decision line per review) to a pipe that a thread of
 //! the bench drains, as a container runtime would.
