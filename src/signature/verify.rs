@@ -226,6 +226,10 @@ impl Verifier {
     }
 }
 
+/// Longest image text kept prepared: a valid reference is shorter (a registry, a repository
+/// of at most 255 bytes, a tag of at most 128, a sha512 digest of 135).
+const MAX_PREPARED_TEXT: usize = 1024;
+
 /// What verifying an image needs from its text alone, worked out once per distinct text
 /// ([`Inner::prepare`]). Parsing the reference (oci-client's regular expression) took ~3.5 µs
 /// of a 5 µs cache hit, for every container of every review.
@@ -273,7 +277,12 @@ impl Inner {
     /// `image` prepared: from [`Inner::prepared`] when this text was seen before. The map
     /// holds at most as many texts as the cache holds digests, and is emptied when full:
     /// preparing again costs microseconds, and a cluster runs far fewer distinct images.
+    /// Texts longer than any valid reference ([`MAX_PREPARED_TEXT`]) are prepared each
+    /// time and never kept, so that pods with huge image fields cannot fill the memory.
     fn prepare(&self, image: &str) -> Arc<Prepared> {
+        if image.len() > MAX_PREPARED_TEXT {
+            return Arc::new(Prepared::new(image, &self.images, &self.skip));
+        }
         let lock = || self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = lock().get(image) {
             return Arc::clone(p);
@@ -561,6 +570,20 @@ mod tests {
         }
         let tagged = v.inner.prepare("reg.example/app:1.0");
         assert!(matches!(&*tagged, Prepared::Reference(_, None)));
+    }
+
+    #[test]
+    fn a_text_longer_than_any_reference_is_answered_but_not_kept() {
+        let v = verifier(100);
+        let huge = format!("reg.example/{}:1", "a".repeat(MAX_PREPARED_TEXT));
+        for _ in 0..2 {
+            let p = v.inner.prepare(&huge);
+            assert!(matches!(
+                settled(&p),
+                Some(Verification::TagUnresolvable { .. })
+            ));
+        }
+        assert_eq!(v.inner.prepared.lock().unwrap().len(), 0);
     }
 
     #[test]
