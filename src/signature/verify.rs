@@ -231,8 +231,9 @@ impl Verifier {
 const MAX_PREPARED_TEXT: usize = 1024;
 
 /// What verifying an image needs from its text alone, worked out once per distinct text
-/// ([`Inner::prepare`]). Parsing the reference (oci-client's regular expression) took ~3.5 µs
-/// of a 5 µs cache hit, for every container of every review.
+/// ([`Inner::prepare`]): parsing the reference, its full form, up to four glob matches and
+/// the cache key, for every container of every review, were most of a cache hit (5.1 µs when
+/// oci-client's regular expression parsed it; 0.35 µs now, with or without our own reader).
 #[derive(Debug)]
 enum Prepared {
     /// Answered without the cache or a registry: not a reference, skipped, not among the
