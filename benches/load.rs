@@ -1198,6 +1198,16 @@ fn write_exceptions(dir: &Path, adrs: &Path, n: usize) -> std::io::Result<()> {
 /// The flag by which `serve` loads exceptions from files.
 const EXCEPTIONS_FLAG: &str = "--exceptions-dir";
 
+/// `serve`'s flags for the exceptions [`exceptions_run`] wrote into `scratch`.
+fn exceptions_flags(scratch: &Path) -> [String; 4] {
+    [
+        EXCEPTIONS_FLAG.to_owned(),
+        scratch.join("exceptions").display().to_string(),
+        "--adrs".to_owned(),
+        scratch.join("adrs.yaml").display().to_string(),
+    ]
+}
+
 fn exceptions_run(bench: &Bench, scratch: &Path) -> ExceptionsResult {
     let help = Command::new(&bench.bin)
         .args(["serve", "--help"])
@@ -1210,19 +1220,17 @@ fn exceptions_run(bench: &Bench, scratch: &Path) -> ExceptionsResult {
              runs this as soon as it has"
         ));
     }
-    let dir = scratch.join("exceptions");
-    let adrs = scratch.join("adrs.yaml");
+    let (dir, adrs) = (scratch.join("exceptions"), scratch.join("adrs.yaml"));
     let n = bench.options.exceptions;
     if let Err(e) = write_exceptions(&dir, &adrs, n) {
         return ExceptionsResult::NotYet(format!("{}: {e}", dir.display()));
     }
-    let extra = [
-        EXCEPTIONS_FLAG.to_owned(),
-        dir.display().to_string(),
-        "--adrs".to_owned(),
-        adrs.display().to_string(),
-    ];
-    let run = bench.run(Flavour::Webhook, Protocol::H2, &[], &extra);
+    let run = bench.run(
+        Flavour::Webhook,
+        Protocol::H2,
+        &[],
+        &exceptions_flags(scratch),
+    );
     ExceptionsResult::Measured {
         count: n,
         run: Box::new(run),
@@ -1242,6 +1250,9 @@ struct SignaturesRun {
     first: Box<[Run; 2]>,
     /// Throughput ratio (enforced ÷ off) of each pair.
     ratios: Vec<f64>,
+    /// Enforced with the exceptions of [`exceptions_run`] loaded too (the memory target's
+    /// worst case), when they were.
+    with_exceptions: Option<(usize, Box<Run>)>,
 }
 
 enum SignaturesResult {
@@ -1294,7 +1305,11 @@ fn with_image(review: &[u8], image: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&value).expect("JSON"))
 }
 
-fn signatures_run(bench: &Bench, scratch: &Path) -> SignaturesResult {
+fn signatures_run(
+    bench: &Bench,
+    scratch: &Path,
+    exceptions: &ExceptionsResult,
+) -> SignaturesResult {
     if !bench.options.signatures {
         return SignaturesResult::Skipped("--no-signatures".to_owned());
     }
@@ -1338,10 +1353,23 @@ fn signatures_run(bench: &Bench, scratch: &Path) -> SignaturesResult {
         let [off, on] = pair();
         ratios.push(on.closed.throughput() / off.closed.throughput());
     }
+    let with_exceptions = match exceptions {
+        ExceptionsResult::Measured { count, .. } => {
+            let extra: Vec<String> = enforced
+                .iter()
+                .cloned()
+                .chain(exceptions_flags(scratch))
+                .collect();
+            let run = bench.run_reviews(&reviews, Flavour::Webhook, Protocol::H2, &[], &extra);
+            Some((*count, Box::new(run)))
+        }
+        ExceptionsResult::NotYet(_) => None,
+    };
     SignaturesResult::Measured(SignaturesRun {
         image,
         first: Box::new(first),
         ratios,
+        with_exceptions,
     })
 }
 
@@ -1363,7 +1391,14 @@ fn print_signatures(result: &SignaturesResult) {
     println!();
     println!("| image-signature | reviews/s | p50 ms | p99 ms | CPU s / 1k reviews | peak RSS MiB | denied |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in [("off", &run.first[0]), ("enforced", &run.first[1])] {
+    let mut rows = vec![
+        ("off".to_owned(), &run.first[0]),
+        ("enforced".to_owned(), &run.first[1]),
+    ];
+    if let Some((count, r)) = &run.with_exceptions {
+        rows.push((format!("enforced, {count} exceptions loaded"), &**r));
+    }
+    for (name, r) in rows {
         let c = &r.closed;
         println!(
             "| {name} | {:.0} | {} | {} | {:.3} | {} | {:.1}% |",
@@ -1514,7 +1549,7 @@ fn main() {
             .collect()
     };
     let exceptions = exceptions_run(&bench, scratch.path());
-    let signatures = signatures_run(&bench, scratch.path());
+    let signatures = signatures_run(&bench, scratch.path(), &exceptions);
     print_tables(&options, &runs, &exceptions);
     print_signatures(&signatures);
     print_rounds(&rounds);
