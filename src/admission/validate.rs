@@ -165,7 +165,8 @@ pub fn finish(
     let mut findings = policy::evaluate(&snapshot.config, workload, modes);
     findings.extend(signature_findings);
     // Nothing to decide: allowed as it is. `decide`, out of line, keeps the code of denials,
-    // warnings and waivers off the cache lines a compliant review runs (docs/benchmarks-history.md).
+    // warnings and waivers off the cache lines a compliant review runs
+    // (docs/benchmarks-history.md).
     if findings.is_empty() {
         return Decision::of(AdmissionResponse::allow(&request.uid), Verdict::Allowed);
     }

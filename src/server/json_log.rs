@@ -3,8 +3,9 @@
 //! tracing-subscriber's own JSON formatter collects an event's fields into a map of
 //! `serde_json::Value`s (a `String` allocated per field, then sorted) before writing them:
 //! on the decision line of a review that was 13% of the server's instructions per review
-//! (callgrind, docs/benchmarks-history.md). This formatter writes each field as the event records it, with
-//! JSON escaping, in the layout that formatter used with `flatten_event(true)` and no spans:
+//! (callgrind, docs/benchmarks-history.md). This formatter writes each field as the event
+//! records it, with JSON escaping, in the layout that formatter used with
+//! `flatten_event(true)` and no spans:
 //!
 //! `{"timestamp":"2026-11-29T18:13:19.123456Z","level":"INFO","message":"decision",
 //! "endpoint":"validate",…,"target":"kube_baseline::server::routes"}`
@@ -186,9 +187,9 @@ impl DecisionLine<'_> {
     /// Writes the line that [`JsonLines`] writes for the `decision` event with these fields,
     /// straight to the log writer: no tracing dispatch, no per-field visitor, the names and
     /// punctuation as a few literals. Through tracing, formatting this line was 7% of a
-    /// review's instructions in the server (docs/benchmarks-history.md). `false`, writing nothing, unless
-    /// `serve` logs JSON lines ([`write_decisions_to`]): the caller then logs it through
-    /// tracing. The caller checks the level filter first ([`DecisionLine::enabled`]).
+    /// review's instructions in the server (docs/benchmarks-history.md). `false`, writing
+    /// nothing, unless `serve` logs JSON lines ([`write_decisions_to`]): the caller then logs
+    /// it through tracing. The caller checks the level filter first ([`DecisionLine::enabled`]).
     pub fn write(&self) -> bool {
         let Some(writer) = DECISIONS.get() else {
             return false;

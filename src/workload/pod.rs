@@ -5,8 +5,8 @@
 //! of the object: each `env` entry, volume mount, toleration and probe timing becomes a
 //! `String` or a nested struct, allocated and then dropped unread. Here the JSON parser skips
 //! what is not listed without building it, which took the object's decode from the largest
-//! part of a review to a small one (docs/benchmarks-history.md). The strings it keeps are [`Text`]: in
-//! the webhook, slices of the review's body wherever the JSON string has no escape, so that
+//! part of a review to a small one (docs/benchmarks-history.md). The strings it keeps are
+//! [`Text`]: in the webhook, slices of the review's body wherever the JSON string has no escape, so that
 //! reading a container's name, image, quantities and probe paths allocates nothing and
 //! dropping the workload frees nothing but its vectors. Types read by serde (`check`'s YAML,
 //! the fallback decode) own their strings and are `'static`.
