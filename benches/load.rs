@@ -8,7 +8,9 @@
 //! `/proc/<pid>/stat`) and peak RSS (`VmHWM` from `/proc/<pid>/status`) are its own. One
 //! client drives each the same way: a closed loop with a fixed number of requests in flight
 //! (warm-up, then a bounded number of measured reviews), then an open loop at half of the
-//! no-op's peak throughput on that protocol. More pairs of the closed loop alone follow
+//! no-op's peak throughput on that protocol: reviews falling due as a Poisson process, as
+//! independent API requests do, released by a 50 µs tick ([`Pacing`]), their latency counted
+//! from when each fell due. More pairs of the closed loop alone follow
 //! (`--rounds`, 5 by default), the no-op then kube-baseline in fresh processes, for the
 //! median of their throughput ratios. `--calibrate NS` adds pairs of the plain no-op and the
 //! no-op busy-waiting NS nanoseconds per review (`serve --reference-busy-ns`): what that much
@@ -19,6 +21,9 @@
 //! 10,000 exceptions loaded ([`exceptions_run`]), and kube-baseline with `image-signature`
 //! off and enforced on the mix with its images pinned to a signed one in a real registry
 //! ([`signatures_run`]).
+//!
+//! Before all that, [`wake_up_lateness`] measures how late the idle machine wakes a sleeping
+//! thread: the floor under every latency the bench reports.
 //!
 //! The server writes its JSON logs (one decision line per review) to a pipe that a thread of
 //! the bench drains, as a container runtime would.
@@ -52,7 +57,8 @@ use kube_baseline::workload::WorkloadKind;
 const USAGE: &str = "\
 cargo bench --bench load -- [--requests N] [--warmup N] [--concurrency N]
                             [--h2-connections N] [--open-seconds S] [--rate R] [--client-threads N]
-                            [--pace-us N] [--rounds N] [--calibrate NS[,NS...]]
+                            [--tick-us N | --pace-us N] [--arrivals poisson|even]
+                            [--latency-log DIR] [--rounds N] [--calibrate NS[,NS...]]
                             [--interleave N] [--slice N]
                             [--exceptions N] [--no-signatures] [--only h2|h1] [--pin]
                             [--dump-mix DIR]
@@ -74,8 +80,13 @@ struct Options {
     fixed_rate: f64,
     /// Worker threads of the client's runtime.
     client_threads: usize,
-    /// The open loop's pacer thread wakes this often; zero paces with the tokio timer.
-    pace: Duration,
+    /// How the open loop releases its reviews when they are due.
+    pacing: Pacing,
+    /// The open loop's reviews fall due as a Poisson process (random gaps of the same mean,
+    /// as independent requests arrive), or evenly spaced.
+    poisson: bool,
+    /// Write each open-loop review's due time and latency into a file in this directory.
+    latency_log: Option<PathBuf>,
     /// Closed-loop pairs (no-op, then kube-baseline, fresh processes) per protocol, the
     /// first with the open loop: the throughput ratio of each, and their median.
     rounds: usize,
@@ -109,7 +120,9 @@ impl Default for Options {
             open_seconds: 3.0,
             fixed_rate: 1000.0,
             client_threads: 2,
-            pace: Duration::ZERO,
+            pacing: Pacing::Tick(Duration::from_micros(50)),
+            poisson: true,
+            latency_log: None,
             rounds: 5,
             calibrate: Vec::new(),
             interleave: 20,
@@ -141,7 +154,23 @@ fn options() -> Options {
             "--concurrency" => o.concurrency = number(value(&arg)),
             "--h2-connections" => o.h2_connections = number(value(&arg)),
             "--client-threads" => o.client_threads = number(value(&arg)),
-            "--pace-us" => o.pace = Duration::from_micros(number(value(&arg)) as u64),
+            "--pace-us" => {
+                o.pacing = match number(value(&arg)) {
+                    0 => Pacing::Timer,
+                    us => Pacing::Thread(Duration::from_micros(us as u64)),
+                }
+            }
+            "--tick-us" => {
+                o.pacing = Pacing::Tick(Duration::from_micros(number(value(&arg)).max(1) as u64))
+            }
+            "--arrivals" => {
+                o.poisson = match value(&arg).as_str() {
+                    "poisson" => true,
+                    "even" => false,
+                    other => panic!("--arrivals poisson|even, not {other}\n{USAGE}"),
+                }
+            }
+            "--latency-log" => o.latency_log = Some(PathBuf::from(value(&arg))),
             "--rounds" => o.rounds = number(value(&arg)),
             "--interleave" => o.interleave = number(value(&arg)),
             "--slice" => o.slice = number(value(&arg)),
@@ -576,6 +605,9 @@ impl Connections {
 struct Measured {
     /// Latencies in nanoseconds, sorted.
     latencies: Vec<u64>,
+    /// The open loop's reviews in the order they fell due: when (after the start), and their
+    /// latency.
+    timeline: Vec<(Duration, Duration)>,
     elapsed: Duration,
     denied: usize,
 }
@@ -583,6 +615,13 @@ struct Measured {
 impl Measured {
     fn throughput(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The share of reviews answered later than `limit`.
+    fn share_over(&self, limit: Duration) -> f64 {
+        let limit = limit.as_nanos() as u64;
+        let within = self.latencies.partition_point(|&l| l <= limit);
+        (self.latencies.len() - within) as f64 / self.latencies.len().max(1) as f64
     }
 
     fn percentile(&self, p: f64) -> Duration {
@@ -636,36 +675,118 @@ async fn closed_loop(
     measured
 }
 
+/// How the open loop releases each review when it falls due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    /// The client's tokio timer, of 1 ms resolution, releases each millisecond's reviews as
+    /// one burst, and latency runs from the moment the timer fired.
+    Timer,
+    /// A thread of its own wakes this often and releases the reviews due since its last
+    /// wake-up.
+    Thread(Duration),
+    /// A periodic timer of the kernel (a `timerfd`, of nanosecond resolution) that the
+    /// client's runtime waits on with its sockets ticks this often, and each tick releases
+    /// the reviews due since the last: small bursts, with no thread of its own.
+    Tick(Duration),
+}
+
+/// `DIR/<server>-<protocol>-<rate>.txt`: one line per review of an open loop, in the order
+/// they fell due: when (µs after the start) and its latency (µs). A stall shows as a run of
+/// consecutive late reviews.
+fn write_latency_log(dir: &Path, flavour: Flavour, protocol: Protocol, rate: f64, m: &Measured) {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(m.timeline.len() * 16);
+    for (due, latency) in &m.timeline {
+        let _ = writeln!(text, "{} {}", due.as_micros(), latency.as_micros());
+    }
+    let name = format!(
+        "{}-{}-{:.0}.txt",
+        if flavour == Flavour::Noop {
+            "noop"
+        } else {
+            "kube-baseline"
+        },
+        if protocol == Protocol::H2 { "h2" } else { "h1" },
+        rate
+    );
+    std::fs::create_dir_all(dir).expect("--latency-log directory");
+    std::fs::write(dir.join(name), text).expect("write the latency log");
+}
+
+/// A `timerfd` that expires every `period`, registered with the client's runtime.
+fn tick_timer(period: Duration) -> tokio::io::unix::AsyncFd<std::os::fd::OwnedFd> {
+    use rustix::time::{
+        timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
+        TimerfdTimerFlags, Timespec,
+    };
+    let fd = timerfd_create(
+        TimerfdClockId::Monotonic,
+        TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+    )
+    .expect("timerfd_create");
+    let every = Timespec {
+        tv_sec: 0,
+        tv_nsec: period.as_nanos().min(999_999_999) as _,
+    };
+    let spec = Itimerspec {
+        it_interval: every,
+        it_value: every,
+    };
+    timerfd_settime(&fd, TimerfdTimerFlags::empty(), &spec).expect("timerfd_settime");
+    // `AsyncFd::new` is deprecated for any `AsRawFd` whose descriptor could be closed while
+    // registered (tokio#8587); an `OwnedFd` that the `AsyncFd` owns stays open until both
+    // are dropped, the condition `AsyncFd::register` asks of its caller, without `unsafe`.
+    #[allow(deprecated)]
+    let timer = tokio::io::unix::AsyncFd::new(fd);
+    timer.expect("timerfd in the runtime")
+}
+
 /// Reviews at a fixed rate for `seconds`, whatever the answers' pace (open loop).
 ///
-/// With `pace` zero, the client's tokio timer (1 ms resolution) releases each millisecond's
-/// reviews as one burst, and latency runs from the moment the timer fired. Otherwise a thread
-/// of its own wakes every `pace` and releases the reviews due since its last wake-up, and
-/// latency runs from the moment each review was due, so the pacer's own lateness counts
-/// against the server. Either way it includes any wait for a free HTTP/1.1 connection.
+/// The reviews fall due evenly spaced, or as a Poisson process with `poisson`, and are
+/// released as `pacing` says. Except with [`Pacing::Timer`], latency runs from the moment
+/// each review was due, so the pacer's own lateness counts against the server. It includes
+/// any wait for a free HTTP/1.1 connection.
 async fn open_loop(
     conns: &Connections,
     reviews: &Arc<Vec<Bytes>>,
     rate: f64,
     seconds: f64,
-    pace: Duration,
+    pacing: Pacing,
+    poisson: bool,
 ) -> Measured {
     let count = (rate * seconds).round().max(1.0) as usize;
     // HTTP/1.1: a pool of idle connections; HTTP/2: round robin over the connections.
     let idle = Arc::new(Mutex::new(conns.senders.clone()));
     let permits = Arc::new(tokio::sync::Semaphore::new(conns.senders.len()));
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    // When each review falls due, after the start. A Poisson process's gaps are exponential
+    // with the same mean; the seed is fixed so that every run offers the same schedule.
+    let mut random = fastrand::Rng::with_seed(8);
+    let mut at = 0.0;
+    let schedule: Arc<Vec<Duration>> = Arc::new(
+        (0..count)
+            .map(|i| {
+                let due = if poisson { at } else { i as f64 / rate };
+                at += -(1.0 - random.f64()).ln() / rate;
+                Duration::from_secs_f64(due)
+            })
+            .collect(),
+    );
     let started = tokio::time::Instant::now();
     let origin = started.into_std();
-    let due_at = |i: usize| origin + interval.mul_f64(i as f64);
     // How many reviews are due: from the pacer thread, or from the tokio timer.
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    if !pace.is_zero() {
+    let ticks = match pacing {
+        Pacing::Tick(period) => Some(tick_timer(period)),
+        _ => None,
+    };
+    if let Pacing::Thread(pace) = pacing {
+        let schedule = schedule.clone();
         std::thread::spawn(move || {
             let mut released = 0;
             while released < count {
-                let elapsed = origin.elapsed().as_secs_f64();
-                let due = ((elapsed * rate).floor() as usize + 1).min(count);
+                let elapsed = origin.elapsed();
+                let due = released + schedule[released..].partition_point(|&d| d <= elapsed);
                 if due > released {
                     released = due;
                     if due_tx.send(due).is_err() {
@@ -679,18 +800,35 @@ async fn open_loop(
     let mut tasks = Vec::with_capacity(count);
     let mut next = 0;
     while next < count {
-        let (due, t0_of) = if pace.is_zero() {
-            tokio::time::sleep_until(started + interval.mul_f64(next as f64)).await;
-            let fired = Instant::now();
-            (next + 1, Some(fired))
-        } else {
-            match due_rx.recv().await {
+        let (due, t0_of) = match pacing {
+            Pacing::Timer => {
+                tokio::time::sleep_until(started + schedule[next]).await;
+                let fired = Instant::now();
+                (next + 1, Some(fired))
+            }
+            Pacing::Thread(_) => match due_rx.recv().await {
                 Some(due) => (due, None),
                 None => break,
+            },
+            Pacing::Tick(_) => {
+                let elapsed = origin.elapsed();
+                let due = next + schedule[next..].partition_point(|&d| d <= elapsed);
+                if due == next {
+                    let timer = ticks.as_ref().expect("the tick timer");
+                    let mut ready = timer.readable().await.expect("timerfd");
+                    // The count of expirations since the last read; only the clock matters.
+                    match rustix::io::read(timer.get_ref(), &mut [0u8; 8]) {
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+                        Err(e) => panic!("reading the timerfd: {e}"),
+                    }
+                    continue;
+                }
+                (due, None)
             }
         };
         for i in next..due {
-            let t0 = t0_of.unwrap_or_else(|| due_at(i));
+            let t0 = t0_of.unwrap_or_else(|| origin + schedule[i]);
             let body = reviews[i % reviews.len()].clone();
             let task = match &conns.senders[0] {
                 Sender::H2(_) => {
@@ -717,8 +855,9 @@ async fn open_loop(
         next = due;
     }
     let mut measured = Measured::default();
-    for task in tasks {
+    for (task, &due) in tasks.into_iter().zip(schedule.iter()) {
         let (latency, denied) = task.await.expect("request task");
+        measured.timeline.push((due, latency));
         measured.latencies.push(latency.as_nanos() as u64);
         measured.denied += usize::from(denied);
     }
@@ -817,7 +956,11 @@ impl Bench {
                     Open::HalfOfOwnPeak => closed.throughput() / 2.0,
                     Open::Rate(rate) => rate,
                 };
-                let measured = open_loop(&conns, reviews, rate, o.open_seconds, o.pace).await;
+                let measured =
+                    open_loop(&conns, reviews, rate, o.open_seconds, o.pacing, o.poisson).await;
+                if let Some(dir) = &o.latency_log {
+                    write_latency_log(dir, flavour, protocol, rate, &measured);
+                }
                 phases.push((rate, measured));
             }
             Run {
@@ -1078,18 +1221,33 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
         }
     }
     println!();
+    let arrivals = if o.poisson {
+        "falling due as a Poisson process"
+    } else {
+        "falling due evenly spaced"
+    };
+    let pacing = match o.pacing {
+        Pacing::Timer => {
+            "released by the tokio timer (1 ms bursts; latency from its firing)".to_owned()
+        }
+        Pacing::Thread(every) => {
+            format!("released by a thread waking every {} µs", every.as_micros())
+        }
+        Pacing::Tick(every) => format!("released by a {} µs timerfd tick", every.as_micros()),
+    };
     println!(
         "Open loop at half of the no-op's peak throughput on that protocol, and at {} reviews/s \
-         ({} s each; latency from when a review is due to its answer):",
+         ({} s each; reviews {arrivals}, {pacing}; latency from when a review is due to its \
+         answer):",
         o.fixed_rate, o.open_seconds
     );
     println!();
-    println!("| server | protocol | offered reviews/s | achieved reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("| server | protocol | offered reviews/s | achieved reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms | over 1 ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for run in runs {
         for (rate, m) in &run.open {
             println!(
-                "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.2}% |",
                 run.flavour.name(),
                 run.protocol.name(),
                 rate,
@@ -1098,6 +1256,7 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
                 ms(m.percentile(90.0)),
                 ms(m.percentile(99.0)),
                 ms(m.percentile(99.9)),
+                m.share_over(Duration::from_millis(1)) * 100.0,
             );
         }
     }
@@ -1424,6 +1583,37 @@ fn print_signatures(result: &SignaturesResult) {
     );
 }
 
+/// How late the machine wakes a thread: `count` sleeps of 1 ms in a row, each one's lateness
+/// past its millisecond. On an idle machine this is the floor under every latency above: a
+/// review whose client or server thread is woken 1 ms late is 1 ms late.
+fn wake_up_lateness(count: usize) -> Measured {
+    let started = Instant::now();
+    let mut late = Measured::default();
+    for _ in 0..count {
+        let asleep = Instant::now();
+        std::thread::sleep(Duration::from_millis(1));
+        let lateness = asleep.elapsed().saturating_sub(Duration::from_millis(1));
+        late.latencies.push(lateness.as_nanos() as u64);
+    }
+    late.elapsed = started.elapsed();
+    late.latencies.sort_unstable();
+    late
+}
+
+fn print_lateness(late: &Measured) {
+    println!(
+        "The machine, idle: {} sleeps of 1 ms woke late by p50 {} ms, p99 {} ms, p99.9 {} ms, \
+         max {} ms; {} of them ({:.2}%) by more than 1 ms.",
+        late.latencies.len(),
+        ms(late.percentile(50.0)),
+        ms(late.percentile(99.0)),
+        ms(late.percentile(99.9)),
+        ms(late.percentile(100.0)),
+        (late.share_over(Duration::from_millis(1)) * late.latencies.len() as f64).round(),
+        late.share_over(Duration::from_millis(1)) * 100.0
+    );
+}
+
 /// Binds this process's main thread, and so every thread it starts later (the client's
 /// runtime, the log drains), to [`CLIENT_CPU`]. The servers get [`SERVER_CPU`] in [`spawn`];
 /// each sees one CPU, so its runtime starts one worker thread.
@@ -1494,6 +1684,8 @@ fn main() {
             options.client_threads.max(1)
         );
     }
+    let lateness = wake_up_lateness(3_000);
+    print_lateness(&lateness);
     let started = Instant::now();
     let bench = Bench {
         options: options.clone(),
@@ -1556,6 +1748,7 @@ fn main() {
     print_interleaved(&options, &interleaved);
     print_calibration(&calibration);
     println!();
+    print_lateness(&lateness);
     println!(
         "Took {:.0} s; load average at end {} (1/5/15 min).",
         started.elapsed().as_secs_f64(),
