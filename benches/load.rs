@@ -725,8 +725,8 @@ fn tick_timer(period: Duration) -> tokio::io::unix::AsyncFd<std::os::fd::OwnedFd
     )
     .expect("timerfd_create");
     let every = Timespec {
-        tv_sec: 0,
-        tv_nsec: period.as_nanos().min(999_999_999) as _,
+        tv_sec: period.as_secs() as _,
+        tv_nsec: period.subsec_nanos() as _,
     };
     let spec = Itimerspec {
         it_interval: every,
@@ -774,7 +774,7 @@ async fn open_loop(
     );
     let started = tokio::time::Instant::now();
     let origin = started.into_std();
-    // How many reviews are due: from the pacer thread, or from the tokio timer.
+    // How many reviews are due: from the tick, the pacer thread or the tokio timer.
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let ticks = match pacing {
         Pacing::Tick(period) => Some(tick_timer(period)),
@@ -1227,9 +1227,7 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
         "falling due evenly spaced"
     };
     let pacing = match o.pacing {
-        Pacing::Timer => {
-            "released by the tokio timer (1 ms bursts; latency from its firing)".to_owned()
-        }
+        Pacing::Timer => "released by the tokio timer (1 ms bursts)".to_owned(),
         Pacing::Thread(every) => {
             format!("released by a thread waking every {} µs", every.as_micros())
         }
@@ -1237,9 +1235,14 @@ fn print_tables(o: &Options, runs: &[Run], exceptions: &ExceptionsResult) {
     };
     println!(
         "Open loop at half of the no-op's peak throughput on that protocol, and at {} reviews/s \
-         ({} s each; reviews {arrivals}, {pacing}; latency from when a review is due to its \
-         answer):",
-        o.fixed_rate, o.open_seconds
+         ({} s each; reviews {arrivals}, {pacing}; latency from {}):",
+        o.fixed_rate,
+        o.open_seconds,
+        if o.pacing == Pacing::Timer {
+            "the timer's firing to the answer"
+        } else {
+            "when a review fell due to its answer"
+        }
     );
     println!();
     println!("| server | protocol | offered reviews/s | achieved reviews/s | p50 ms | p90 ms | p99 ms | p99.9 ms | over 1 ms |");
