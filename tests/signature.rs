@@ -171,6 +171,46 @@ async fn an_unsigned_image_is_denied_with_the_reason() {
     assert!(f.message.contains(".sig"), "{}", f.message);
 }
 
+/// A pinned image is looked up and its signature fetched at once; which of the two
+/// answers decides must not change with that.
+#[tokio::test]
+async fn a_pinned_image_is_judged_by_its_existence_first_then_by_its_signature() {
+    let registry = TestRegistry::start();
+    let key = TestKey::generate();
+    let unsigned = registry
+        .push_image("app", "unsigned", "nobody signed me")
+        .await;
+    let signed = registry.push_image("app", "signed", "signed").await;
+    registry.sign("app", &signed, &key).await;
+    let verifier = verifier_for(&registry, &[("release", &key.public_pem)], "");
+    let absent = format!("sha256:{}", "0".repeat(64));
+
+    let missing = verifier
+        .verify(&format!("{}/app@{absent}", registry.host()), deadline())
+        .await;
+    assert!(
+        matches!(&missing, Verification::NotFound { reason } if reason.contains("is not in the registry")),
+        "a digest the registry lacks is not found, not unsigned: {missing:?}"
+    );
+    let v = verifier
+        .verify(&format!("{}/app@{unsigned}", registry.host()), deadline())
+        .await;
+    assert!(
+        matches!(&v, Verification::Unsigned { digest, .. } if *digest == unsigned),
+        "{v:?}"
+    );
+    let v = verifier
+        .verify(
+            &format!("{}/app:signed@{signed}", registry.host()),
+            deadline(),
+        )
+        .await;
+    assert!(
+        matches!(&v, Verification::Verified { digest, authority } if *digest == signed && authority == "release"),
+        "{v:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_image_signed_by_another_key_is_denied_listing_the_authorities_tried() {
     let registry = TestRegistry::start();

@@ -338,8 +338,24 @@ impl Inner {
             Some(d) => r.at_digest(d),
             None => r.parsed.clone(),
         };
-        // Resolve the tag, or check that the pinned digest exists.
-        let digest = match self.registries.manifest_digest(&lookup, deadline).await {
+        // A pinned digest is looked up and its signature fetched at once: a cache miss is a
+        // series of round trips to the registry, and these two need nothing from each other.
+        // Whether the image exists still decides first, as if they had run in turn.
+        let (exists, signature) = match &pinned {
+            Some(d) => {
+                let (exists, signature) = tokio::join!(
+                    self.registries.manifest_digest(&lookup, deadline),
+                    self.verify_digest(r, d, deadline)
+                );
+                (exists, Some(signature))
+            }
+            None => (
+                self.registries.manifest_digest(&lookup, deadline).await,
+                None,
+            ),
+        };
+        // The tag resolved, or the pinned digest found.
+        let digest = match exists {
             Ok(d) => pinned.clone().unwrap_or(d),
             Err(Failure::NotFound(detail)) => {
                 let v = Verification::NotFound {
@@ -359,12 +375,15 @@ impl Inner {
             };
         }
         let key = r.digest_key(&digest);
-        if pinned.is_none() {
-            if let Some(v) = self.cached(&key) {
-                return v;
+        let v = match signature {
+            Some(v) => v,
+            None => {
+                if let Some(v) = self.cached(&key) {
+                    return v;
+                }
+                self.verify_digest(r, &digest, deadline).await
             }
-        }
-        let v = self.verify_digest(r, &digest, deadline).await;
+        };
         self.remember(key, &v);
         v
     }
