@@ -406,12 +406,8 @@ impl Inner {
             }
         }
         // One fetch per trust root in use: key authorities first (root-less client).
-        let mut groups: Vec<Option<usize>> =
-            self.authorities.iter().map(Authority::trust_root).collect();
-        groups.sort_unstable();
-        groups.dedup();
         let mut layers_seen = 0usize;
-        for group in groups {
+        for group in self.trust_groups() {
             let layers = match self.fetch_layers(r, digest, group, deadline).await {
                 Ok(l) => l,
                 Err(v) => return v,
@@ -463,16 +459,22 @@ impl Inner {
         builder.build().map_err(|e| e.to_string())
     }
 
+    /// The trust roots the authorities use, each once, in order: `None` (key authorities,
+    /// no trust root) first.
+    fn trust_groups(&self) -> Vec<Option<usize>> {
+        let mut groups: Vec<Option<usize>> =
+            self.authorities.iter().map(Authority::trust_root).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
     /// One idle client for each trust root the authorities use, built before the first
     /// review: building one reads the system's CA certificates, ~13 ms that the first cache
     /// miss would otherwise wait for (`cargo bench --bench signature`). A client that cannot be
     /// built yet is built, or its error reported, when a review needs it.
     fn warm_clients(&self) {
-        let mut groups: Vec<Option<usize>> =
-            self.authorities.iter().map(Authority::trust_root).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        for group in groups {
+        for group in self.trust_groups() {
             match self.client(group) {
                 Ok(client) => self.give_back(group, client),
                 Err(reason) => tracing::warn!(%reason, "cannot build a registry client yet"),
