@@ -35,6 +35,9 @@ struct Inner {
     authorities: Vec<Authority>,
     /// Keyless trust roots; the signature layers are fetched once per root used.
     roots: Vec<TrustRootFile>,
+    /// The trust roots the authorities use, each once, in order: `None` (key authorities,
+    /// no trust root) first.
+    trust_groups: Vec<Option<usize>>,
     /// Idle sigstore clients: `[0]` without a trust root (key authorities), `[i + 1]` with
     /// `roots[i]`.
     clients: Vec<Mutex<Vec<sigstore::cosign::Client>>>,
@@ -86,12 +89,17 @@ impl Verifier {
         let roots: Vec<TrustRootFile> = roots.into_iter().map(|(_, r)| r).collect();
         let registries = Registries::new(config, metrics.clone())?;
         let clients = (0..=roots.len()).map(|_| Mutex::new(Vec::new())).collect();
+        let mut trust_groups: Vec<Option<usize>> =
+            authorities.iter().map(Authority::trust_root).collect();
+        trust_groups.sort_unstable();
+        trust_groups.dedup();
         let verifier = Self {
             inner: Arc::new(Inner {
                 images: globs(&config.images, "policies.image-signature.images")?,
                 skip: globs(&config.skip, "policies.image-signature.skip")?,
                 authorities,
                 roots,
+                trust_groups,
                 clients,
                 registries,
                 cache: Cache::new(config.cache.size),
@@ -407,7 +415,7 @@ impl Inner {
         }
         // One fetch per trust root in use: key authorities first (root-less client).
         let mut layers_seen = 0usize;
-        for group in self.trust_groups() {
+        for &group in &self.trust_groups {
             let layers = match self.fetch_layers(r, digest, group, deadline).await {
                 Ok(l) => l,
                 Err(v) => return v,
@@ -459,22 +467,12 @@ impl Inner {
         builder.build().map_err(|e| e.to_string())
     }
 
-    /// The trust roots the authorities use, each once, in order: `None` (key authorities,
-    /// no trust root) first.
-    fn trust_groups(&self) -> Vec<Option<usize>> {
-        let mut groups: Vec<Option<usize>> =
-            self.authorities.iter().map(Authority::trust_root).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        groups
-    }
-
     /// One idle client for each trust root the authorities use, built before the first
     /// review: building one reads the system's CA certificates, ~13 ms that the first cache
     /// miss would otherwise wait for (`cargo bench --bench signature`). A client that cannot be
     /// built yet is built, or its error reported, when a review needs it.
     fn warm_clients(&self) {
-        for group in self.trust_groups() {
+        for &group in &self.trust_groups {
             match self.client(group) {
                 Ok(client) => self.give_back(group, client),
                 Err(reason) => tracing::warn!(%reason, "cannot build a registry client yet"),
